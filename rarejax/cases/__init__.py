@@ -1,0 +1,1 @@
+"""Cases: the one Case type, readers (phenopackets, text, JSONL), patient simulator and note renderer."""

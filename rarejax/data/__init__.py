@@ -1,0 +1,1 @@
+"""Prompt/answer format and (with TensorFlow) the seqio/TFDS data pipeline."""

@@ -1,0 +1,1 @@
+"""Grader, metrics, classical phenotype rankers and evaluation reports."""

@@ -1,0 +1,1 @@
+"""Decoder-only transformer families (Llama, Qwen2, Gemma) in Flax Linen."""

@@ -1,0 +1,1 @@
+"""Reflection-enhanced reasoning sampling (RERS)."""

@@ -1,0 +1,1 @@
+"""Dual-level curriculum reinforcement learning with DAPO."""

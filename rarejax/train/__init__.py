@@ -1,0 +1,1 @@
+"""Train state, optimizer, losses and the jitted sharded train step."""

