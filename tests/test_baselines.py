@@ -107,9 +107,9 @@ def test_fusion_and_weight_choice(kb, index, tie_break):
   rankers = [_Fixed(noise, "noise"), _Fixed(good, "good")]
   gold = [(index.disease_ids[5],)] * 3
   cases = [Pheno(observed=("HP:0001250",))] * 3
-  weights, mrr = baselines.choose_fusion_weights(rankers, index, cases, gold, tie_break,
-                                                 grid=(0.0, 1.0))
-  assert weights == (0.0, 1.0) and mrr == 1.0
+  weights, k, mrr = baselines.choose_fusion_weights(rankers, index, cases, gold, tie_break,
+                                                    grid=(0.0, 1.0), ks=(1.0, 60.0))
+  assert weights == (0.0, 1.0) and k == 1.0 and mrr == 1.0
   fused = baselines.FusionRanker(rankers, (1.0, 1.0), tie_break).scores(None)
   expected = sum(1 / (60 + baselines.ranks_from_scores(r.scores(None), tie_break))
                  for r in rankers)

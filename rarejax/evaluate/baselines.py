@@ -202,31 +202,33 @@ def rank_cases(ranker: Ranker, index: PhenotypeIndex, cases: Sequence[PhenotypeC
 def choose_fusion_weights(
     rankers: Sequence[Ranker], index: PhenotypeIndex, cases: Sequence[PhenotypeCase],
     gold_ids: Sequence[Sequence[str]], tie_break: np.ndarray,
-    grid: Sequence[float] = (0.0, 0.5, 1.0, 2.0), k: float = 60.0) -> tuple[tuple[float, ...], float]:
-  """Picks reciprocal-rank-fusion weights maximizing MRR on the given (validation) cases.
+    grid: Sequence[float] = (0.0, 0.5, 1.0, 2.0), ks: Sequence[float] = (1.0, 10.0, 60.0)
+) -> tuple[tuple[float, ...], float, float]:
+  """Picks reciprocal-rank-fusion weights and k maximizing MRR on the given (validation) cases.
 
-  Each ranker scores each case once; every weight vector of the grid is then evaluated exactly
-  (full fused ranking, same tie-break as FusionRanker). Returns (weights, validation MRR).
+  Each ranker scores each case once; every (weights, k) of the grid is then evaluated exactly
+  (full fused ranking, same tie-break as FusionRanker). Returns (weights, k, validation MRR).
   """
-  per_case = []  # (inverse-rank features [rankers, n], gold indices)
+  per_case = []  # (ranks int32 [rankers, n], gold indices)
   for case, gold in zip(cases, gold_ids):
     gold_idx = [index.disease_index[g] for g in gold if g in index.disease_index]
     if gold_idx:
       query = index.query(case.observed, case.excluded)
-      features = np.stack([1.0 / (k + ranks_from_scores(r.scores(query), tie_break))
-                           for r in rankers])
-      per_case.append((features, gold_idx))
+      per_case.append((np.stack([ranks_from_scores(r.scores(query), tie_break)
+                                 for r in rankers]).astype(np.int32), gold_idx))
   if not per_case:
     raise ValueError("choose_fusion_weights: no validation case has an indexed gold disease")
   best, best_mrr = None, -1.0
-  for weights in itertools.product(grid, repeat=len(rankers)):
-    if not any(weights):
-      continue
-    reciprocal = [1.0 / gold_rank(np.asarray(weights) @ f, g, tie_break) for f, g in per_case]
-    mrr = float(np.mean(reciprocal))
-    if mrr > best_mrr:
-      best, best_mrr = tuple(float(w) for w in weights), mrr
-  return best, best_mrr
+  for k in ks:
+    features = [(1.0 / (k + ranks), gold) for ranks, gold in per_case]
+    for weights in itertools.product(grid, repeat=len(rankers)):
+      if not any(weights):
+        continue
+      mrr = float(np.mean([1.0 / gold_rank(np.asarray(weights) @ f, g, tie_break)
+                           for f, g in features]))
+      if mrr > best_mrr:
+        best, best_mrr = (tuple(float(w) for w in weights), float(k)), mrr
+  return best[0], best[1], best_mrr
 
 
 def default_rankers(index: PhenotypeIndex, train_cases: Sequence[PhenotypeCase] = (),

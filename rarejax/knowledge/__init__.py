@@ -3,3 +3,4 @@ from rarejax.knowledge.annotations import DEFAULT_FREQUENCY, Annotation, Disease
 from rarejax.knowledge.base import KnowledgeBase, VersionStamp, hpo_data_dir, load_knowledge
 from rarejax.knowledge.ontology import OboFormatError, Ontology, Synonym, Term
 from rarejax.knowledge.sources import SourceFormatError
+from rarejax.knowledge.grounding import GroundingIndex, GroundingResult, IdEquivalence
