@@ -1,0 +1,57 @@
+"""Generic JSON Lines cases: one {id, note, gold_ids, ...Case fields} object per line, read and written."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Iterable
+
+from rarejax.cases.case import Case, CaseFormatError, ReadReport
+
+
+def read_jsonl(path: str | os.PathLike) -> tuple[list[Case], ReadReport]:
+  """Reads cases from a JSONL file; bad lines are skipped and reported (blank lines ignored).
+
+  Each line is a JSON object with at least `id` (str), `note` (str) and `gold_ids` (list of str),
+  optionally any other Case field; `source` defaults to 'jsonl'.
+  """
+  report = ReadReport()
+  cases = []
+  with open(path, "rb") as stream:
+    for line_no, raw in enumerate(stream, 1):
+      if not raw.strip():
+        continue
+      try:
+        cases.append(parse_jsonl_line(raw, f"{path}:{line_no}"))
+      except CaseFormatError as err:
+        report.skip(err)
+  report.n_read = len(cases)
+  return cases, report
+
+
+def parse_jsonl_line(raw: bytes | str, where: str) -> Case:
+  """One JSONL line → Case; raises CaseFormatError naming `where` (file:line) and the field."""
+  try:
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+  except UnicodeDecodeError as err:
+    raise CaseFormatError(where, "<line>", "invalid UTF-8", f"byte {err.start}") from None
+  try:
+    obj = json.loads(text)
+  except json.JSONDecodeError as err:
+    raise CaseFormatError(where, "<line>", "invalid JSON",
+                          f"{err.msg} at column {err.colno}") from None
+  if isinstance(obj, dict):
+    obj = {"source": "jsonl", **obj}
+  return Case.from_json(obj, where)
+
+
+def write_jsonl(cases: Iterable[Case], path: str | os.PathLike) -> int:
+  """Writes cases one JSON object per line (UTF-8); returns the number written."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  count = 0
+  with open(path, "w", encoding="utf-8") as stream:
+    for case in cases:
+      stream.write(json.dumps(case.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+      count += 1
+  return count
