@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import numbers
 import re
 from typing import Any, Iterator, Mapping
@@ -202,3 +203,17 @@ class ReadReport:
       lines.append(f"  dropped {sum(self.hpo_dropped.values())} unknown HPO ids "
                    f"({len(self.hpo_dropped)} distinct, e.g. {examples})")
     return "\n".join(lines)
+
+
+def decode_json(raw: bytes | str, where: str, text_field: str, json_field: str = "") -> Any:
+  """UTF-8 bytes or text → a JSON value; else CaseFormatError naming `where` and the field
+  (`text_field` for bad UTF-8, `json_field` — default the same — for bad JSON)."""
+  try:
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+  except UnicodeDecodeError as err:
+    raise CaseFormatError(where, text_field, "invalid UTF-8", f"byte {err.start}") from None
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as err:
+    raise CaseFormatError(where, json_field or text_field, "invalid JSON",
+                          f"{err.msg} at line {err.lineno} column {err.colno}") from None

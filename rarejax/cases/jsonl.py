@@ -6,7 +6,7 @@ import os
 import pathlib
 from typing import Iterable
 
-from rarejax.cases.case import Case, CaseFormatError, ReadReport
+from rarejax.cases.case import Case, CaseFormatError, ReadReport, decode_json
 
 
 def read_jsonl(path: str | os.PathLike) -> tuple[list[Case], ReadReport]:
@@ -31,15 +31,7 @@ def read_jsonl(path: str | os.PathLike) -> tuple[list[Case], ReadReport]:
 
 def parse_jsonl_line(raw: bytes | str, where: str) -> Case:
   """One JSONL line → Case; raises CaseFormatError naming `where` (file:line) and the field."""
-  try:
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-  except UnicodeDecodeError as err:
-    raise CaseFormatError(where, "<line>", "invalid UTF-8", f"byte {err.start}") from None
-  try:
-    obj = json.loads(text)
-  except json.JSONDecodeError as err:
-    raise CaseFormatError(where, "<line>", "invalid JSON",
-                          f"{err.msg} at column {err.colno}") from None
+  obj = decode_json(raw, where, "<line>")
   if isinstance(obj, dict):
     obj = {"source": "jsonl", **obj}
   return Case.from_json(obj, where)

@@ -13,7 +13,7 @@ from google.protobuf import descriptor, json_format, message, message_factory
 
 from rarejax import knowledge
 from rarejax.cases import onset as onset_lib
-from rarejax.cases.case import Case, CaseFormatError, ReadReport
+from rarejax.cases.case import Case, CaseFormatError, ReadReport, decode_json
 
 _HPO_ID = re.compile(r"HP:\d{7}")
 _DISEASE_ID = re.compile(r"[A-Za-z][\w.-]*:\S+")
@@ -109,15 +109,7 @@ class PhenopacketParser:
 
   def parse(self, data: bytes | str, where: str) -> phenopackets.Phenopacket:
     """JSON text → schema-checked Phenopacket (unknown fields, wrong types, bad enums rejected)."""
-    try:
-      text = data.decode("utf-8") if isinstance(data, bytes) else data
-    except UnicodeDecodeError as err:
-      raise CaseFormatError(where, "<file>", "invalid UTF-8", f"byte {err.start}") from None
-    try:
-      obj = json.loads(text)
-    except json.JSONDecodeError as err:
-      raise CaseFormatError(where, "<json>", "invalid JSON",
-                            f"{err.msg} at line {err.lineno} column {err.colno}") from None
+    obj = decode_json(data, where, "<file>", "<json>")
     if not isinstance(obj, dict):
       raise CaseFormatError(where, "<json>", "expected a JSON object (one phenopacket)",
                             f"got {type(obj).__name__}")
