@@ -1,0 +1,234 @@
+"""The training loop shared by every stage: resume, compiled steps, metrics, eval, checkpoints, guards.
+
+  result = loop.train(model_config=..., optimizer_config=..., loop_config=...,
+                      batches_from=lambda start_step: iterator_of_batches, workdir=...)
+
+* Resume: the newest readable checkpoint in <workdir>/checkpoints is restored onto the current
+  mesh; `batches_from(step)` must yield the batches of steps step, step+1, ... so a resumed run
+  sees exactly the data an uninterrupted run would (deterministic given the seed).
+* Stage hand-off: `init_params` (e.g. from checkpoint.load_params of the previous stage) replaces
+  the freshly initialized parameters of a new run.
+* Observability: <workdir>/metrics.jsonl + TensorBoard events (train.writers), a progress line
+  with step, loss, tokens/s and ETA, compile statistics (flops, memory) as step-0 metrics.
+* Guards: a non-finite loss stops the run before anything is saved, so the last good checkpoint
+  stays the newest; SIGTERM (preemption) saves a checkpoint at the current step and returns.
+* Metrics are read back one step late, so the host never waits on the step it just launched.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import pathlib
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import gin
+import jax
+import numpy as np
+import tqdm
+
+from rarejax.model.config import ModelConfig
+from rarejax.parallel import mesh as mesh_lib
+from rarejax.train import checkpoint as checkpoint_lib
+from rarejax.train import losses, optimizer, state as state_lib, step as step_lib, writers
+
+Batch = Mapping[str, np.ndarray]
+EvalFn = Callable[[Any, int], Mapping[str, float]]
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/Inf loss; the message names the step and the last good checkpoint."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+  """How long and how observably a stage trains.
+
+  Attributes:
+    num_steps: total optimizer steps of the stage (a resumed run continues up to this).
+    loss: registered loss name (train.losses): 'lm', 'sft', later 'dapo'.
+    num_microbatches: gradient accumulation factor (batch rows are split, summed, divided once).
+    log_every: steps between metric lines (and progress-bar updates).
+    eval_every: steps between calls of the eval function (0: only at the end).
+    checkpoint_every: steps between checkpoints (plus one at the end and on SIGTERM).
+    keep_checkpoints: how many checkpoints to keep.
+    async_checkpoints: write checkpoints in the background.
+    seed: parameter init and step rng seed.
+    mesh_shape: (data, fsdp, tensor); one entry may be -1 (all remaining devices).
+  """
+  num_steps: int = 100
+  loss: str = "lm"
+  num_microbatches: int = 1
+  log_every: int = 10
+  eval_every: int = 0
+  checkpoint_every: int = 100
+  keep_checkpoints: int = 2
+  async_checkpoints: bool = True
+  seed: int = 0
+  mesh_shape: tuple[int, int, int] = (-1, 1, 1)
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a finished (or stopped) stage hands back."""
+  state: state_lib.TrainState
+  step: int
+  stopped: str  # 'completed' | 'preempted'
+  last_metrics: dict[str, float]
+  eval_metrics: dict[str, float]
+
+
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[dict[str, bool]]:
+  """Yields a dict whose 'set' turns True when SIGTERM arrives (main thread only)."""
+  flag = {"set": False}
+  try:
+    previous = signal.signal(signal.SIGTERM, lambda *_: flag.update(set=True))
+  except ValueError:  # not the main thread: no handler, never preempted by signal
+    yield flag
+    return
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _abstract_batch(batch: Batch) -> dict[str, jax.ShapeDtypeStruct]:
+  return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in batch.items()}
+
+
+def _initial_state(model_config, tx, shardings, checkpointer, loop_config, init_params):
+  """Restores the newest readable checkpoint, else initializes (with `init_params` if given)."""
+  if checkpointer.all_steps():
+    abstract = checkpoint_lib.abstract_with_shardings(
+        state_lib.abstract_train_state(model_config, tx), shardings)
+    state, _ = checkpointer.restore(abstract)
+    logging.info("resumed from step %d in %s", int(state.step), checkpointer.directory)
+    return state
+  state = state_lib.init_train_state(model_config, tx, shardings, loop_config.seed)
+  if init_params is not None:
+    state = state.replace(params=jax.device_put(init_params, shardings.params))
+  return state
+
+
+def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerConfig,
+          loop_config: LoopConfig, batches_from: Callable[[int], Iterator[Batch]],
+          workdir: str | os.PathLike, metadata: Mapping[str, Any] | None = None,
+          init_params: Any = None, eval_fn: EvalFn | None = None,
+          progress: bool = True) -> TrainResult:
+  """Trains (or resumes) one stage in `workdir`; see the module docstring."""
+  workdir = pathlib.Path(workdir)
+  metadata = {"model_config": model_config.to_dict(), **(metadata or {})}
+  mesh = mesh_lib.make_mesh(*loop_config.mesh_shape)
+  tx = optimizer.make_optimizer(optimizer_config)
+  shardings = state_lib.train_state_shardings(model_config, tx, mesh)
+  checkpointer = checkpoint_lib.Checkpointer(workdir / "checkpoints",
+                                             max_to_keep=loop_config.keep_checkpoints,
+                                             async_save=loop_config.async_checkpoints)
+  with checkpointer, writers.MetricWriter(workdir) as writer, _sigterm_flag() as sigterm:
+    state = _initial_state(model_config, tx, shardings, checkpointer, loop_config, init_params)
+    start = int(jax.device_get(state.step))
+    batches = batches_from(start)
+    step_fn = step_lib.make_train_step(
+        model_config, tx, losses.get_loss(loop_config.loss), loop_config.num_microbatches,
+        optimizer.learning_rate_schedule(optimizer_config))
+    run = _Run(loop_config, checkpointer, writer, metadata, eval_fn, start, progress)
+    if start >= loop_config.num_steps:
+      return run.finish(state, "completed")
+    first = next(batches)
+    compiled = step_lib.compile_train_step(
+        step_fn, shardings, checkpoint_lib.abstract_with_shardings(
+            state_lib.abstract_train_state(model_config, tx), shardings),
+        _abstract_batch(first), mesh)
+    writer.write(start, {f"compile/{k}": v for k, v in compiled.stats.items()})
+    return run.loop(state, compiled, first, batches, sigterm)
+
+
+class _Run:
+  """The step loop and its bookkeeping (kept out of `train` so each piece reads on its own)."""
+
+  def __init__(self, config: LoopConfig, checkpointer, writer, metadata, eval_fn, start, progress):
+    self.config, self.checkpointer, self.writer = config, checkpointer, writer
+    self.metadata, self.eval_fn = dict(metadata), eval_fn
+    self.last_good = checkpointer.all_steps()[-1] if checkpointer.all_steps() else None
+    self.last_metrics: dict[str, float] = {}
+    self.eval_metrics: dict[str, float] = {}
+    self.eval_step: int | None = None
+    self.bar = tqdm.tqdm(total=config.num_steps, initial=start, unit="step", dynamic_ncols=True,
+                         disable=not progress or jax.process_index() != 0, mininterval=2)
+    self.tokens, self.clock = 0.0, time.perf_counter()
+
+  def loop(self, state, compiled, first, batches, sigterm) -> TrainResult:
+    pending, batch = None, first
+    step = int(jax.device_get(state.step))
+    while step < self.config.num_steps:
+      state, metrics = compiled(state, batch)
+      if pending is not None:
+        self._record(*pending)
+      pending = (step + 1, metrics)
+      step += 1
+      must_save = step % self.config.checkpoint_every == 0 or sigterm["set"]
+      must_eval = self.config.eval_every and step % self.config.eval_every == 0
+      if must_save or must_eval or step == self.config.num_steps:
+        self._record(*pending)  # the state about to be saved/evaluated must be finite
+        pending = None
+      if must_eval:
+        self._evaluate(state, step)
+      if must_save:
+        self._save(state)
+      if sigterm["set"]:
+        logging.warning("SIGTERM: checkpoint saved at step %d; stopping.", step)
+        return self.finish(state, "preempted", save=False)
+      if step < self.config.num_steps:
+        batch = next(batches)
+    if pending is not None:
+      self._record(*pending)
+    return self.finish(state, "completed")
+
+  def _record(self, step: int, metrics: Mapping[str, Any]) -> None:
+    values = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
+    if not math.isfinite(values["loss"]):
+      where = (f"step {self.last_good} in {self.checkpointer.directory}" if self.last_good
+               is not None else "none (no checkpoint was written yet)")
+      raise NonFiniteLossError(f"loss is {values['loss']} at step {step}; stopped without "
+                               f"saving. Last good checkpoint: {where}. Lower the learning "
+                               "rate or check the data of that step.")
+    self.tokens += values.get("tokens", 0.0)
+    self.last_metrics = values
+    self.bar.update(step - self.bar.n)
+    if step % self.config.log_every == 0 or step == self.config.num_steps:
+      elapsed = time.perf_counter() - self.clock
+      values["tokens_per_second"] = self.tokens / max(elapsed, 1e-9)
+      self.tokens, self.clock = 0.0, time.perf_counter()
+      self.writer.write(step, {f"train/{k}": v for k, v in values.items()})
+      self.bar.set_postfix(loss=f"{values['loss']:.4f}",
+                           tok_s=f"{values['tokens_per_second']:.0f}", refresh=False)
+
+  def _evaluate(self, state, step: int) -> None:
+    if self.eval_fn is None:
+      return
+    self.eval_metrics = {k: float(v) for k, v in self.eval_fn(state.params, step).items()}
+    self.eval_step = step
+    self.writer.write(step, {f"eval/{k}": v for k, v in self.eval_metrics.items()})
+    logging.info("eval at step %d: %s", step, self.eval_metrics)
+
+  def _save(self, state) -> None:
+    self.checkpointer.save(state, self.metadata, force=True)
+    self.last_good = int(jax.device_get(state.step))
+
+  def finish(self, state, stopped: str, save: bool = True) -> TrainResult:
+    step = int(jax.device_get(state.step))
+    if save and step not in self.checkpointer.all_steps():
+      self._save(state)
+    if stopped == "completed" and self.eval_step != step:
+      self._evaluate(state, step)
+    self.checkpointer.wait()
+    self.bar.close()
+    return TrainResult(state=state, step=step, stopped=stopped, last_metrics=self.last_metrics,
+                       eval_metrics=self.eval_metrics)

@@ -1,0 +1,90 @@
+"""Loss functions for the train step, returning sums so gradient accumulation divides once.
+
+A loss function has the signature
+
+  loss_fn(logits: float32 [B, L, V], batch: dict[str, Array], rng: PRNG key) -> LossOutput
+
+and returns the *sum* of per-token losses, the *sum* of token weights and metric sums; the step
+adds these over microbatches and divides once by the total weight. New losses (the DAPO loss)
+are added with `@register_loss("name")` and looked up by name with `get_loss`.
+
+Batch keys used here: "targets" int32 [B, L]; "segment_ids" int32 [B, L] (0 = padding,
+optional); "loss_weights" float [B, L] (SFT: 1 on response tokens, 0 on the prompt).
+"""
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Batch = dict[str, Array]
+
+
+class LossOutput(NamedTuple):
+  """Sums over the tokens of one (micro)batch."""
+  loss_sum: Array  # float32 scalar
+  weight_sum: Array  # float32 scalar: number (or total weight) of scored tokens
+  metric_sums: dict[str, Array]  # float32 scalars, each divided by the total weight in the step
+
+
+LossFn = Callable[[Array, Batch, Array], LossOutput]
+_LOSSES: dict[str, LossFn] = {}
+
+
+def register_loss(name: str) -> Callable[[LossFn], LossFn]:
+  """Decorator adding a loss function to the registry under `name`."""
+  def register(fn: LossFn) -> LossFn:
+    if name in _LOSSES:
+      raise ValueError(f"loss {name!r} is already registered ({_LOSSES[name].__name__}).")
+    _LOSSES[name] = fn
+    return fn
+  return register
+
+
+def get_loss(name: str) -> LossFn:
+  """The registered loss function called `name`."""
+  if name not in _LOSSES:
+    raise ValueError(f"unknown loss {name!r}; registered: {sorted(_LOSSES)}.")
+  return _LOSSES[name]
+
+
+def _target_logits(logits: Array, targets: Array) -> Array:
+  return jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+
+
+def token_log_probs(logits: Array, targets: Array) -> Array:
+  """log p(target) per token: float32 [B, L] from logits [B, L, V] and targets [B, L]."""
+  return _target_logits(logits, targets) - jax.nn.logsumexp(logits, axis=-1)
+
+
+def weighted_cross_entropy(logits: Array, targets: Array, weights: Array) -> LossOutput:
+  """Sum of weighted next-token NLL, total weight and weighted accuracy sum.
+
+  A token counts as correct when its target logit is the maximum (ties count as correct); a
+  max-reduce is much cheaper than argmax over a large vocabulary on CPU.
+  """
+  weights = weights.astype(jnp.float32)
+  nll = -token_log_probs(logits, targets)
+  correct = (_target_logits(logits, targets) >= jnp.max(logits, axis=-1)).astype(jnp.float32)
+  return LossOutput(loss_sum=jnp.sum(nll * weights), weight_sum=jnp.sum(weights),
+                    metric_sums={"accuracy": jnp.sum(correct * weights)})
+
+
+@register_loss("lm")
+def lm_loss(logits: Array, batch: Batch, rng: Array) -> LossOutput:
+  """Language-model loss on every non-padding token (segment_ids != 0)."""
+  del rng  # deterministic
+  targets = batch["targets"]
+  weights = batch["segment_ids"] != 0 if "segment_ids" in batch else jnp.ones(targets.shape)
+  return weighted_cross_entropy(logits, targets, weights)
+
+
+@register_loss("sft")
+def sft_loss(logits: Array, batch: Batch, rng: Array) -> LossOutput:
+  """Response-masked SFT loss: tokens weighted by batch["loss_weights"] (0 on the prompt)."""
+  del rng  # deterministic
+  if "loss_weights" not in batch:
+    raise ValueError(f"sft loss needs batch['loss_weights'] (1 on response tokens); "
+                     f"batch has {sorted(batch)}.")
+  return weighted_cross_entropy(logits, batch["targets"], batch["loss_weights"])

@@ -1,0 +1,99 @@
+"""Optimizer schedule and decay mask, losses and registry, the compiled step with a custom loss."""
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rarejax.model.config import preset
+from rarejax.model.transformer import abstract_params
+from rarejax.parallel import mesh as mesh_lib
+from rarejax.train import losses, optimizer, state as state_lib, step as step_lib
+
+
+def test_weight_decay_mask_skips_norms_biases_and_embeddings():
+  params = abstract_params(preset("tiny_qwen2"))
+  mask = optimizer.weight_decay_mask(params, decay_embeddings=False)
+  assert mask["layers"]["attn"]["q"] and mask["layers"]["mlp"]["down"] and mask["lm_head"]
+  assert not mask["layers"]["attn"]["q_bias"]
+  assert not mask["layers"]["attn_norm"]["scale"] and not mask["final_norm"]["scale"]
+  assert not mask["embedding"]
+  assert optimizer.weight_decay_mask(params, decay_embeddings=True)["embedding"]
+
+
+def test_schedule_warms_up_then_decays_to_final_fraction():
+  config = optimizer.OptimizerConfig(learning_rate=1e-3, warmup_steps=10, total_steps=110,
+                                     final_lr_fraction=0.1)
+  schedule = optimizer.learning_rate_schedule(config)
+  np.testing.assert_allclose([schedule(0), schedule(5), schedule(10), schedule(110)],
+                             [0.0, 5e-4, 1e-3, 1e-4], rtol=1e-5)
+  with pytest.raises(ValueError, match="total_steps=5 must exceed warmup_steps=10"):
+    optimizer.OptimizerConfig(warmup_steps=10, total_steps=5)
+
+
+def test_optimizer_config_is_gin_configurable():
+  gin.clear_config()
+  try:
+    gin.parse_config("OptimizerConfig.learning_rate = 0.5\nOptimizerConfig.grad_clip_norm = None")
+    config = optimizer.OptimizerConfig()
+    assert config.learning_rate == 0.5 and config.grad_clip_norm is None
+  finally:
+    gin.clear_config()
+
+
+def test_sft_loss_ignores_prompt_tokens_and_returns_sums():
+  logits = jax.random.normal(jax.random.key(0), (2, 5, 11))
+  targets = jnp.asarray([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+  weights = jnp.asarray([[0, 0, 1, 1, 1], [0, 1, 1, 1, 0]], jnp.float32)
+  out = losses.get_loss("sft")(logits, {"targets": targets, "loss_weights": weights}, None)
+  nll = -jax.nn.log_softmax(logits)[jnp.arange(2)[:, None], jnp.arange(5)[None], targets]
+  np.testing.assert_allclose(out.loss_sum, jnp.sum(nll * weights), rtol=1e-6)
+  assert float(out.weight_sum) == 6.0
+  changed = targets.at[:, 0].set(0)  # a prompt position: weight 0
+  again = losses.get_loss("sft")(logits, {"targets": changed, "loss_weights": weights}, None)
+  assert float(again.loss_sum) == float(out.loss_sum)
+  with pytest.raises(ValueError, match="needs batch\\['loss_weights'\\]"):
+    losses.get_loss("sft")(logits, {"targets": targets}, None)
+
+
+def test_lm_loss_skips_padding_and_registry_errors():
+  logits = jnp.zeros((1, 4, 8))
+  batch = {"targets": jnp.asarray([[1, 2, 3, 0]]), "segment_ids": jnp.asarray([[1, 1, 1, 0]])}
+  out = losses.get_loss("lm")(logits, batch, None)
+  assert float(out.weight_sum) == 3.0
+  np.testing.assert_allclose(out.loss_sum, 3 * np.log(8), rtol=1e-6)
+  with pytest.raises(ValueError, match="unknown loss 'dapo'"):
+    losses.get_loss("dapo")
+  with pytest.raises(ValueError, match="'lm' is already registered"):
+    losses.register_loss("lm")(losses.lm_loss)
+
+
+def test_compiled_step_with_a_pluggable_loss_reports_stats_and_trains():
+  @losses.register_loss("test_first_token_only")
+  def first_token_loss(logits, batch, rng):
+    del rng
+    weights = jnp.zeros(batch["targets"].shape).at[:, 0].set(1.0)
+    return losses.weighted_cross_entropy(logits, batch["targets"], weights)
+
+  config = preset("tiny_gemma")
+  opt = optimizer.OptimizerConfig(learning_rate=1e-2, warmup_steps=1, total_steps=10)
+  tx = optimizer.make_optimizer(opt)
+  mesh = mesh_lib.make_mesh()
+  shardings = state_lib.train_state_shardings(config, tx, mesh)
+  state = state_lib.init_train_state(config, tx, shardings, seed=1)
+  tokens = np.random.default_rng(0).integers(1, config.vocab_size, size=(4, 9))
+  batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
+  step_fn = step_lib.make_train_step(config, tx, losses.get_loss("test_first_token_only"),
+                                     num_microbatches=2,
+                                     learning_rate_fn=optimizer.learning_rate_schedule(opt))
+  compiled = step_lib.compile_train_step(step_fn, shardings,
+                                         state_lib.abstract_train_state(config, tx), batch, mesh)
+  assert compiled.stats["flops"] > 0 and compiled.stats["temp_size_in_bytes"] > 0
+  seen = []
+  for _ in range(4):
+    state, metrics = compiled(state, batch)
+    seen.append(jax.device_get(metrics))
+  assert [m["tokens"] for m in seen] == [4.0] * 4  # one scored token per row
+  assert seen[0]["learning_rate"] == 0.0 and seen[1]["learning_rate"] == pytest.approx(1e-2)
+  assert seen[-1]["loss"] < seen[1]["loss"]
+  assert int(state.step) == 4
