@@ -16,6 +16,7 @@ CORE = [
     "fastobo==0.14.2",
     "rapidfuzz==3.14.6",
     "tqdm",
+    "tensorboardX==2.6.5",
     "safetensors",
     "phenopackets==2.0.2.post5",
     "matplotlib",
