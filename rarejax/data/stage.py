@@ -1,0 +1,130 @@
+"""The data stage: build the datasets of a knowledge base, train or load the vocabulary, tasks.
+
+  spec = stage.DataSpec(n_diseases=50)                       # quickstart: 50 OMIM diseases
+  data = stage.prepare_data(kb, workdir / "data", spec)      # TFDS builds + SentencePiece model
+  names = stage.register_tasks(data)                         # {'knowledge_lm': 'rarejax_...', ...}
+  batches.get_batches(names["sft_mixture"], 1024, 16)
+
+Everything is deterministic and cached by name: a second call with the same knowledge base and
+spec reuses the built datasets and vocabulary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+from rarejax import cases as cases_lib
+from rarejax import knowledge
+from rarejax.data import builders
+from rarejax.data import corpus
+from rarejax.data import tasks
+from rarejax.data import vocab as vocab_lib
+
+import seqio  # pylint: disable=g-bad-import-order  (tf_setup ran through the imports above)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """What to build. Real sources are optional; `tokenizer` selects a pretrained vocabulary."""
+  n_diseases: int | None = 50  # OMIM subset size; None = every disease with ≥ min_findings
+  min_findings: int = 5
+  disease_seed: int = 0
+  seed: int = 0
+  findings_questions: int = 3
+  n_train: int = 10  # simulated patients per disease
+  n_validation: int = 2
+  simulator: cases_lib.SimulatorConfig = cases_lib.SimulatorConfig()
+  render: cases_lib.RenderConfig = cases_lib.RenderConfig()
+  n_ranked: int = 10
+  phenopackets: tuple[str, ...] = ()
+  texts: tuple[str, ...] = ()
+  jsonl: tuple[str, ...] = ()
+  validation_fraction: float = 0.2
+  vocab_size: int = 8192
+  tokenizer: str = ""  # a pretrained .model / tokenizer.json; '' = train SentencePiece
+  qa_rate: float = 1.0  # SFT mixture rates: knowledge QA vs diagnosis
+  diagnosis_rate: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+  """Built datasets (configs under data_dir), the vocabulary file and the spec they came from."""
+  spec: DataSpec
+  data_dir: pathlib.Path
+  knowledge: builders.KnowledgeConfig
+  simulated: builders.SimulatedConfig
+  real: builders.RealConfig | None
+  vocabulary_path: pathlib.Path
+
+  def vocabulary(self) -> seqio.Vocabulary:
+    """The vocabulary the tasks tokenize with."""
+    return vocab_lib.load_vocabulary(self.vocabulary_path)
+
+
+def make_configs(kb: knowledge.KnowledgeBase, spec: DataSpec,
+                 ) -> tuple[builders.KnowledgeConfig, builders.SimulatedConfig,
+                            builders.RealConfig | None]:
+  """The builder configs a spec stands for."""
+  diseases = corpus.select_diseases(kb, spec.n_diseases, spec.disease_seed, "OMIM",
+                                    spec.min_findings)
+  knowledge_config = builders.KnowledgeConfig.create(
+      kb, diseases=diseases, seed=spec.seed, findings_questions=spec.findings_questions)
+  simulated = builders.SimulatedConfig.create(
+      kb, diseases=diseases, seed=spec.seed, n_train=spec.n_train,
+      n_validation=spec.n_validation, simulator=spec.simulator, render=spec.render,
+      n_ranked=spec.n_ranked)
+  real = None
+  if spec.phenopackets or spec.texts or spec.jsonl:
+    real = builders.RealConfig.create(
+        kb, diseases=diseases if spec.n_diseases is not None else (), seed=spec.seed,
+        phenopackets=spec.phenopackets, texts=spec.texts, jsonl=spec.jsonl,
+        validation_fraction=spec.validation_fraction, render=spec.render,
+        n_ranked=spec.n_ranked)
+  return knowledge_config, simulated, real
+
+
+def prepare_data(kb: knowledge.KnowledgeBase, data_dir: str | pathlib.Path,
+                 spec: DataSpec = DataSpec()) -> PreparedData:
+  """Builds (or reuses) the datasets of `spec` and trains (or reuses) the vocabulary."""
+  data_dir = pathlib.Path(data_dir)
+  knowledge_config, simulated, real = make_configs(kb, spec)
+  built = [builders.prepare(c, data_dir, kb)
+           for c in (knowledge_config, simulated, real) if c is not None]
+  if spec.tokenizer:
+    vocabulary_path = pathlib.Path(spec.tokenizer)
+  else:
+    key = json.dumps([[c.name for c in (knowledge_config, simulated, real) if c],
+                      spec.vocab_size, spec.seed]).encode()
+    vocabulary_path = data_dir / "vocab" / f"spm-{hashlib.sha256(key).hexdigest()[:12]}.model"
+    if not vocabulary_path.is_file():
+      vocab_lib.train_sentencepiece(builders.texts(built), vocabulary_path, spec.vocab_size,
+                                    seed=spec.seed)
+  return PreparedData(spec, data_dir, knowledge_config, simulated, real, vocabulary_path)
+
+
+def register_tasks(data: PreparedData, vocabulary: seqio.Vocabulary | None = None,
+                   ) -> dict[str, str]:
+  """Registers every task of the prepared data; returns their names by role.
+
+  Roles: knowledge_lm, knowledge_qa, diagnosis, diagnosis_final, prompts, prompts_final (RL on
+  'train', evaluation on 'validation') for simulated cases; real_diagnosis, real_prompts when
+  real cases were built; sft_mixture (knowledge QA + diagnosis SFT).
+  """
+  vocabulary = vocabulary or data.vocabulary()
+  d = data.data_dir
+  names = {"knowledge_lm": tasks.register_knowledge_lm(data.knowledge, d, vocabulary),
+           "knowledge_qa": tasks.register_knowledge_qa(data.knowledge, d, vocabulary)}
+  for level in ("differential", "final"):
+    suffix = "" if level == "differential" else "_final"
+    names[f"diagnosis{suffix}"] = tasks.register_diagnosis(data.simulated, d, vocabulary, level)
+    names[f"prompts{suffix}"] = tasks.register_prompts(data.simulated, d, vocabulary, level)
+  spec = data.spec
+  rates = {names["knowledge_qa"]: spec.qa_rate, names["diagnosis"]: spec.diagnosis_rate}
+  if data.real is not None:
+    names["real_diagnosis"] = tasks.register_diagnosis(data.real, d, vocabulary)
+    names["real_prompts"] = tasks.register_prompts(data.real, d, vocabulary)
+    rates[names["real_diagnosis"]] = spec.diagnosis_rate
+  names["sft_mixture"] = tasks.register_mixture(rates)
+  return names

@@ -1,0 +1,129 @@
+"""Knowledge corpus, diagnosis targets and the trajectory schema (pure Python, no TensorFlow)."""
+import json
+import re
+
+import pytest
+
+from rarejax import cases, knowledge
+from rarejax.data import corpus, format as format_lib, targets, trajectory
+from rarejax.evaluate import grader
+
+
+def find_single_source_finding(kb):
+  """(disease, PMID, HPO id): a finding of an OMIM disease that only that publication supports,
+  whose name is part of no other finding name of the disease."""
+  for disease_id in kb.disease_ids("OMIM"):
+    rows = {}
+    for a in kb.diseases[disease_id].phenotypes:
+      rows.setdefault(a.hpo_id, []).append(a)
+    names = [kb.ontology.name(h).lower() for h in rows]
+    for hpo_id, annotations in rows.items():
+      refs = {r for a in annotations for r in a.references}
+      name = kb.ontology.name(hpo_id).lower()
+      if (len(rows) >= 5 and len(refs) == 1 and next(iter(refs)).startswith("PMID:")
+          and kb.ontology.resolve(hpo_id) == hpo_id and sum(name in n for n in names) == 1):
+        return disease_id, next(iter(refs)), hpo_id
+  raise AssertionError("no single-publication finding in the knowledge base")
+
+
+@pytest.fixture(scope="module")
+def subset(kb):
+  return corpus.select_diseases(kb, 12, seed=3)
+
+
+def test_select_diseases_is_deterministic_and_respects_min_findings(kb, subset):
+  assert subset == corpus.select_diseases(kb, 12, seed=3)
+  assert subset != corpus.select_diseases(kb, 12, seed=4)
+  assert all(len(kb.diseases[d].phenotype_ids()) >= 5 for d in subset)
+
+
+def test_examples_cover_both_directions_and_are_deterministic(kb, subset):
+  examples = list(corpus.knowledge_examples(kb, subset, seed=0))
+  assert examples == list(corpus.knowledge_examples(kb, subset, seed=0))
+  assert len({e["id"] for e in examples}) == len(examples)
+  kinds = {e["kind"] for e in examples}
+  assert {"profile", "disease_findings", "findings_disease", "disease_support",
+          "finding_support", "disease_id"} <= kinds
+  for e in examples:
+    disease = kb.diseases[e["disease_id"]]
+    if e["kind"] == "findings_disease":
+      assert e["answer"] == f"{disease.name} ({disease.id})"
+    if e["kind"] == "profile":
+      assert e["question"] == "" and e["answer"].startswith(f"{disease.name} ({disease.id})")
+
+
+def test_profile_lists_frequency_bands(kb):
+  doc = corpus.profile_document(kb, kb.diseases["OMIM:154700"])  # Marfan syndrome
+  assert doc.startswith("Marfan syndrome (OMIM:154700)")
+  assert "Inheritance: autosomal dominant inheritance." in doc
+  assert re.search(r"Findings, frequent \(30–79%\): .*arachnodactyly", doc)
+
+
+def test_exclusion_removes_findings_only_the_excluded_publication_supports(kb):
+  disease_id, pmid, hpo_id = find_single_source_finding(kb)
+  name = kb.ontology.name(hpo_id).lower()
+  kept = corpus.disease_examples(kb, disease_id)
+  assert any(name in e["answer"].lower() for e in kept if e["kind"] == "profile")
+  held_out = knowledge.load_knowledge(exclude_pmids=[pmid])
+  assert held_out.version.digest != kb.version.digest
+  for example in corpus.disease_examples(held_out, disease_id):
+    assert name not in (example["question"] + example["answer"]).lower(), example["kind"]
+
+
+@pytest.fixture(scope="module")
+def simulated(kb, subset):
+  simulator = cases.PatientSimulator(kb)
+  return cases.render_cases(simulator.simulate_many(subset, 2, seed=1), kb, seed=1)
+
+
+def test_reference_responses_are_well_formed_and_graded_correct(kb, subset, simulated):
+  maker = targets.DiagnosisTargets(kb, subset, n_ranked=5, seed=0)
+  index = knowledge.GroundingIndex.from_knowledge(kb)
+  for case in simulated:
+    made = maker.example(case)
+    assert made == maker.example(case)
+    assert made["prompt"] == format_lib.build_prompt(case.note, "differential", 5)
+    for key, entries in (("response", range(1, 6)), ("response_final", [1])):
+      parsed = format_lib.parse_response(made[key])
+      assert parsed.well_formed, parsed.problems
+      assert len(parsed.entries) in entries
+      assert grader.grade(made[key], case.gold_ids, index).gold_rank == 1
+      assert {e.id for e in parsed.entries[1:]} <= set(subset)
+
+
+def test_reasoning_cites_annotated_findings_of_the_gold_disease(kb, subset, simulated):
+  maker = targets.DiagnosisTargets(kb, subset)
+  case = simulated[0]
+  disease = kb.diseases[case.gold_ids[0]]
+  reasoning = maker.reasoning(case, maker.ranked(case))
+  annotated = {f.hpo_id for f in corpus.findings(kb, disease)}
+  cited = [h for h in case.observed if h in annotated]
+  assert cited and f"Findings known in {disease.name}:" in reasoning
+  for hpo_id in cited:
+    assert corpus.lower_first(kb.ontology.name(hpo_id)) in reasoning
+  assert reasoning.endswith(f"Overall, {disease.name} ({disease.id}) explains the findings best.")
+
+
+def test_trajectory_round_trip(tmp_path):
+  items = [trajectory.Trajectory(case_id="c1", prompt="P", response="<think>\nR\n</think>",
+                                 gold_ids=("OMIM:154700",), method="reflection", reward=0.5,
+                                 provenance={"masked": ["HP:0001166"]})]
+  path = tmp_path / "t.jsonl"
+  assert trajectory.write_trajectories(items, path) == 1
+  assert trajectory.read_trajectories(path) == items
+
+
+@pytest.mark.parametrize("line,message", [
+    ("{not json", "not a JSON object line"),
+    (json.dumps({"case_id": "c", "prompt": "p", "response": "r"}), "missing required field"),
+    (json.dumps({"case_id": "c", "prompt": "p", "response": "r", "gold_ids": ["X:1"],
+                 "colour": 1}), "unknown field 'colour'"),
+    (json.dumps({"case_id": "c", "prompt": "p", "response": "r", "gold_ids": ["X:1"],
+                 "method": "guess"}), "method must be one of"),
+])
+def test_bad_trajectory_lines_name_file_and_line(tmp_path, line, message):
+  path = tmp_path / "bad.jsonl"
+  good = json.dumps({"case_id": "c", "prompt": "p", "response": "r", "gold_ids": ["X:1"]})
+  path.write_text(good + "\n\n" + line + "\n")
+  with pytest.raises(trajectory.TrajectoryFormatError, match=f"{path}:3: .*{message}"):
+    trajectory.read_trajectories(path)
