@@ -1,0 +1,275 @@
+"""Diagnosis methods behind one interface: ranked candidates per case, judged by one gold-rank rule.
+
+Every method — classical phenotype rankers here, the reasoning model later — turns cases into
+`MethodOutput`s: ranked `Candidate`s (disease id or None when ungrounded, label, score,
+optional confidence, optional equally good alternative ids), plus the raw model text when there
+is one. `MethodOutput.gold_rank` is the only place a rank is judged, with the grader's rules
+(rarejax.evaluate.grader): the first candidate whose id — or one of its alternatives — is a gold
+id or an exact-match equivalent (`IdEquivalence`) gives the rank; candidates are only the top-k
+a method returns, so rank > k counts as not found. `MethodOutput.from_grade` converts a
+`GradeResult`, so a model's answers are judged exactly like a ranker's list.
+
+Classical methods come in two modes that read different phenotypes:
+  'oracle'  the case's structured observed/excluded HPO ids (only cases that have them);
+  'text'    HPO concepts recognized in the note (rarejax.evaluate.concepts).
+kNN and fusion read training cases' structured phenotypes (the curated case database such a
+pipeline would have); fusion weights are chosen on a separate tuning set, in the same mode.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from rarejax import knowledge
+from rarejax.cases import Case
+from rarejax.evaluate import baselines
+from rarejax.evaluate import concepts
+from rarejax.evaluate import grader as grader_lib
+from rarejax.evaluate.phenotype_index import PhenotypeIndex
+from rarejax.knowledge import grounding
+
+MODES = ("oracle", "text")
+CLASSICAL = ("resnik", "likelihood_ratio", "case_knn", "fusion")
+NEEDS_TRAINING_CASES = ("case_knn", "fusion")
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """One ranked disease. `disease_id` is None for an answer entry that grounded to nothing."""
+  disease_id: str | None
+  label: str
+  score: float
+  confidence: float | None = None  # the method's probability that this candidate is right
+  alternatives: tuple[str, ...] = ()  # ids that the entry names equally well (ambiguous names)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodOutput:
+  """One method's answer for one case.
+
+  Attributes:
+    case_id: the case answered.
+    candidates: best first (at most the method's top-k).
+    raw_text: the model's full response, when the method is a model.
+    well_formed: the response followed the answer format (always True for rankers).
+    observed, excluded: the HPO ids a phenotype method ranked from (empty for a model).
+  """
+  case_id: str
+  candidates: tuple[Candidate, ...]
+  raw_text: str | None = None
+  well_formed: bool = True
+  observed: tuple[str, ...] = ()
+  excluded: tuple[str, ...] = ()
+
+  def gold_rank(self, gold_ids: Sequence[str], equivalence: grounding.IdEquivalence
+                ) -> int | None:
+    """1-based rank of the first candidate naming a gold disease (grader rules), else None."""
+    if isinstance(gold_ids, str) or not gold_ids:
+      raise ValueError(f"gold_ids must be a non-empty sequence of ids, got {gold_ids!r}")
+    for rank, candidate in enumerate(self.candidates, 1):
+      ids = (candidate.disease_id, *candidate.alternatives) if candidate.disease_id else ()
+      if any(equivalence.matches_any(i, gold_ids) for i in ids):
+        return rank
+    return None
+
+  @classmethod
+  def from_grade(cls, case_id: str, grade: grader_lib.GradeResult, raw_text: str | None = None,
+                 confidences: Sequence[float | None] | None = None,
+                 config: grader_lib.GraderConfig = grader_lib.GraderConfig()) -> MethodOutput:
+    """A graded model answer as candidates; its gold_rank equals `grade.gold_rank`.
+
+    The score of entry r is 1/r (answers carry ranks, not scores); `confidences`, when the
+    model states them, align with `grade.ranked`.
+    """
+    if confidences is not None and len(confidences) != len(grade.ranked):
+      raise ValueError(f"{len(confidences)} confidences for {len(grade.ranked)} ranked entries")
+    candidates = []
+    for i, entry in enumerate(grade.ranked):
+      result = entry.grounding
+      candidates.append(Candidate(
+          disease_id=result.id, label=result.matched_name or entry.entry.name,
+          score=1.0 / entry.rank, confidence=None if confidences is None else confidences[i],
+          alternatives=result.alternatives if config.match_alternatives else ()))
+    return cls(case_id, tuple(candidates), raw_text=raw_text, well_formed=grade.well_formed)
+
+
+class Method(Protocol):
+  """What the evaluation runner needs from a method (a model method implements the same three)."""
+  name: str  # unique in a run, file-name safe, e.g. 'fusion.text' or 'raredx.text'
+  config: Mapping[str, Any]  # recorded in reports
+
+  def applies(self, case: Case) -> bool:
+    """Whether the method can answer this case (e.g. oracle mode needs structured phenotypes)."""
+
+  def rank(self, cases: Sequence[Case]) -> list[MethodOutput]:
+    """One output per case, in order."""
+
+
+# ---- phenotype readers: where a classical method's phenotypes come from ----------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Phenotypes:
+  """Observed and excluded HPO ids (satisfies baselines.PhenotypeCase)."""
+  observed: tuple[str, ...]
+  excluded: tuple[str, ...]
+
+
+class OraclePhenotypes:
+  """The case's own structured phenotypes."""
+  mode = "oracle"
+
+  def applies(self, case: Case) -> bool:
+    return bool(case.observed)
+
+  def read(self, case: Case) -> Phenotypes:
+    return Phenotypes(case.observed, case.excluded)
+
+
+class TextPhenotypes:
+  """Concepts recognized in the note (memoized per note text, shared by the methods of a mode)."""
+  mode = "text"
+
+  def __init__(self, recognizer: concepts.ConceptRecognizer):
+    self.recognizer = recognizer
+    self._memo: dict[str, Phenotypes] = {}
+
+  def applies(self, case: Case) -> bool:
+    return bool(case.note.strip())
+
+  def read(self, case: Case) -> Phenotypes:
+    found = self._memo.get(case.note)
+    if found is None:
+      recognized = self.recognizer.recognize(case.note)
+      found = self._memo[case.note] = Phenotypes(recognized.observed, recognized.excluded)
+    return found
+
+
+# ---- classical rankers as methods ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RankerMethod:
+  """A classical ranker reading phenotypes in one mode; returns its top-k diseases."""
+  ranker: baselines.Ranker
+  index: PhenotypeIndex
+  reader: OraclePhenotypes | TextPhenotypes
+  labels: Mapping[str, str]
+  tie_break: np.ndarray
+  top_k: int = 10
+  config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def name(self) -> str:
+    return f"{self.ranker.name}.{self.reader.mode}"
+
+  def applies(self, case: Case) -> bool:
+    return self.reader.applies(case)
+
+  def rank(self, cases: Sequence[Case]) -> list[MethodOutput]:
+    outputs = []
+    for case in cases:
+      phenotypes = self.reader.read(case)
+      scores = self.ranker.scores(self.index.query(phenotypes.observed, phenotypes.excluded))
+      order = baselines.rank_order(scores, self.tie_break)[:self.top_k]
+      ids = [self.index.disease_ids[i] for i in order]
+      candidates = tuple(Candidate(d, self.labels.get(d, ""), float(scores[i]))
+                         for i, d in zip(order, ids))
+      outputs.append(MethodOutput(case.id, candidates, observed=phenotypes.observed,
+                                  excluded=phenotypes.excluded))
+    return outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionTuning:
+  """The separate set fusion weights are chosen on, with its own honest knowledge.
+
+  Attributes:
+    kb: knowledge with the tuning cases' publications excluded too.
+    train_cases: the kNN database while tuning (never the tuning cases themselves).
+    cases: the tuning cases (with notes, for text mode).
+  """
+  kb: knowledge.KnowledgeBase
+  train_cases: Sequence[Case]
+  cases: Sequence[Case]
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionChoice:
+  """Reciprocal-rank-fusion weights per base ranker and k, with the tuning MRR they reached."""
+  weights: dict[str, float]
+  k: float
+  tuning_mrr: float
+  n_tuning_cases: int
+
+
+def base_rankers(index: PhenotypeIndex, train_cases: Sequence[Case]) -> dict[str, baselines.Ranker]:
+  """Resnik and likelihood ratio, plus kNN over the training cases' structured phenotypes."""
+  train = [c for c in train_cases if c.observed]
+  return dict(baselines.default_rankers(index, train, [c.gold_ids for c in train]))
+
+
+def choose_fusion(tuning: FusionTuning, readers: Sequence[OraclePhenotypes | TextPhenotypes],
+                  seed: int = 0) -> dict[str, FusionChoice]:
+  """Per reader mode: fusion weights and k maximizing MRR on the tuning cases read that way."""
+  index = PhenotypeIndex(tuning.kb)
+  rankers = base_rankers(index, tuning.train_cases)
+  tie_break = baselines.make_tie_break(len(index.disease_ids), seed)
+  choices = {}
+  for reader in readers:
+    cases = [c for c in tuning.cases if reader.applies(c)]
+    if not cases:
+      raise ValueError(f"fusion tuning: no tuning case can be read in {reader.mode!r} mode")
+    weights, k, mrr = baselines.choose_fusion_weights(
+        list(rankers.values()), index, [reader.read(c) for c in cases],
+        [c.gold_ids for c in cases], tie_break)
+    choices[reader.mode] = FusionChoice(dict(zip(rankers, weights)), k, mrr, len(cases))
+  return choices
+
+
+def classical_methods(kb: knowledge.KnowledgeBase, names: Sequence[str] = CLASSICAL,
+                      modes: Sequence[str] = MODES, train_cases: Sequence[Case] = (),
+                      tuning: FusionTuning | None = None,
+                      recognizer: concepts.ConceptRecognizer | None = None, seed: int = 0,
+                      top_k: int = 10) -> list[RankerMethod]:
+  """The classical methods `names` × `modes`, on knowledge `kb` (already honest-excluded).
+
+  Raises:
+    ValueError: unknown name or mode; kNN/fusion without training cases; fusion without tuning.
+  """
+  unknown = [n for n in names if n not in CLASSICAL] + [m for m in modes if m not in MODES]
+  if unknown:
+    raise ValueError(f"unknown method or mode {unknown[0]!r}: methods are {CLASSICAL}, modes "
+                     f"{MODES}")
+  if not names or not modes or len(set(names)) < len(names) or len(set(modes)) < len(modes):
+    raise ValueError(f"need at least one method and one mode, each once; got {names}, {modes}")
+  if not any(c.observed for c in train_cases) and set(names) & set(NEEDS_TRAINING_CASES):
+    raise ValueError(f"{sorted(set(names) & set(NEEDS_TRAINING_CASES))} need training cases with "
+                     "structured phenotypes (phenopackets:PATH:validation or --train_cases)")
+  if "fusion" in names and tuning is None:
+    raise ValueError("fusion needs a tuning set (FusionTuning) apart from the evaluated cases")
+  index = PhenotypeIndex(kb)
+  tie_break = baselines.make_tie_break(len(index.disease_ids), seed)
+  rankers = base_rankers(index, train_cases)
+  labels = {d: kb.diseases[d].name for d in index.disease_ids}
+  readers = [OraclePhenotypes() if mode == "oracle" else TextPhenotypes(
+      recognizer or concepts.ConceptRecognizer.from_knowledge(kb)) for mode in modes]
+  fusion = choose_fusion(tuning, readers, seed) if "fusion" in names else {}
+  methods = []
+  for mode, reader in zip(modes, readers):
+    for name in names:
+      config: dict[str, Any] = {"ranker": name, "mode": mode, "top_k": top_k,
+                                "knowledge": kb.version.digest}
+      if name == "fusion":
+        choice = fusion[mode]
+        ranker = baselines.FusionRanker([rankers[n] for n in choice.weights],
+                                        list(choice.weights.values()), tie_break, k=choice.k)
+        config.update(dataclasses.asdict(choice), tuning_knowledge=tuning.kb.version.digest)
+      else:
+        ranker = rankers[name]
+      if name == "case_knn":
+        config["n_train_cases"] = ranker.n_cases
+      methods.append(RankerMethod(ranker, index, reader, labels, tie_break, top_k, config))
+  return methods

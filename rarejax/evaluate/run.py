@@ -1,0 +1,274 @@
+"""The evaluation runner: benchmarks × methods under the honest protocol → metrics, per-case files, report.
+
+  python -m rarejax.evaluate.run \\
+      --benchmark phenopackets:../shared/data/phenopacket-store/phenopacket-store-dev.zip:validation \\
+      --benchmark texts:../shared/data/case-texts/dev --benchmark simulated:100:2 \\
+      --methods resnik,likelihood_ratio,case_knn,fusion --modes oracle,text --out results/eval
+
+The protocol (DESIGN.md, "Honest evaluation"), all in one command:
+  1. real benchmarks are read with the full knowledge (to map HPO ids and write notes);
+  2. every annotation row citing an evaluated publication is excluded from the knowledge the
+     methods use; simulated benchmarks are drawn from that knowledge;
+  3. training cases (the training publications of a `phenopackets:PATH:validation` split, plus
+     `--train_cases`) feed kNN and fusion; any from an evaluated publication is dropped;
+  4. fusion weights are chosen on an inner publication split of the training cases
+     (`--tuning_fraction`), with those tuning publications excluded from the tuning knowledge
+     too — never on the evaluated cases;
+  5. the unseen-disease slice is the cases whose gold disease has no training case.
+`evaluate` is the library entry point for any `methods.Method` (a model method included).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Collection, Sequence
+
+import numpy as np
+import tqdm
+
+from rarejax import knowledge
+from rarejax.cases import Case, pmids, read_jsonl, split_by_publication
+from rarejax.evaluate import benchmarks as benchmarks_lib
+from rarejax.evaluate import concepts
+from rarejax.evaluate import methods as methods_lib
+from rarejax.evaluate import report as report_lib
+from rarejax.knowledge import grounding
+
+TRAIN_KINDS = ("phenopackets", "jsonl")
+
+
+def findings_count(case: Case, recognizer: concepts.ConceptRecognizer) -> int:
+  """Observed findings of a case: its structured ones, else those recognized in the note."""
+  return len(case.observed) if case.observed else len(recognizer.recognize(case.note).observed)
+
+
+def seen_flags(cases: Sequence[Case], seen_disease_ids: Collection[str] | None,
+               equivalence: grounding.IdEquivalence) -> list[bool] | None:
+  """Per case: a gold disease (or an exact-match equivalent) is among the seen diseases."""
+  if seen_disease_ids is None:
+    return None
+  seen = {e for d in seen_disease_ids for e in equivalence.equivalents(d)}
+  return [any(grounding.canonical_id(g) in seen for g in c.gold_ids) for c in cases]
+
+
+def evaluate(benchmarks: Sequence[benchmarks_lib.Benchmark],
+             methods: Sequence[methods_lib.Method], equivalence: grounding.IdEquivalence,
+             recognizer: concepts.ConceptRecognizer,
+             seen_disease_ids: Collection[str] | None = None, batch_size: int = 64,
+             progress: bool = True) -> list[report_lib.BenchmarkResult]:
+  """Runs every method on every benchmark (cases in batches) and judges each output's gold rank."""
+  names = [m.name for m in methods]
+  if len(set(names)) != len(names):
+    raise ValueError(f"method names must be unique, got {names}")
+  total = sum(len(b.cases) for b in benchmarks) * len(methods)
+  results = []
+  with tqdm.tqdm(total=total, desc="evaluate", unit="case", disable=not progress,
+                 mininterval=2, file=sys.stderr) as bar:
+    for bench in benchmarks:
+      method_results = []
+      for method in methods:
+        bar.set_postfix_str(f"{bench.name} / {method.name}")
+        outputs = _run_method(method, bench.cases, batch_size, bar)
+        ranks = [o.gold_rank(c.gold_ids, equivalence) if o is not None else None
+                 for o, c in zip(outputs, bench.cases)]
+        method_results.append(report_lib.MethodResult(method.name, dict(method.config), outputs,
+                                                      ranks))
+      results.append(report_lib.BenchmarkResult(
+          bench, method_results, [findings_count(c, recognizer) for c in bench.cases],
+          seen_flags(bench.cases, seen_disease_ids, equivalence)))
+  return results
+
+
+def _run_method(method: methods_lib.Method, cases: Sequence[Case], batch_size: int,
+                bar: tqdm.tqdm) -> list[methods_lib.MethodOutput | None]:
+  outputs: list[methods_lib.MethodOutput | None] = [None] * len(cases)
+  todo = [i for i, c in enumerate(cases) if method.applies(c)]
+  bar.update(len(cases) - len(todo))
+  for start in range(0, len(todo), batch_size):
+    batch = todo[start:start + batch_size]
+    answers = method.rank([cases[i] for i in batch])
+    if len(answers) != len(batch):
+      raise RuntimeError(f"method {method.name} returned {len(answers)} outputs for "
+                         f"{len(batch)} cases")
+    for i, answer in zip(batch, answers):
+      outputs[i] = answer
+    bar.update(len(batch))
+  return outputs
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+def _csv(text: str) -> list[str]:
+  return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m rarejax.evaluate.run", description=__doc__.splitlines()[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog="Benchmarks: " + benchmarks_lib.__doc__.split("\n\n", 1)[1])
+  parser.add_argument("--benchmark", action="append", required=True,
+                      help="KIND:ARGS, repeatable (see below)")
+  parser.add_argument("--methods", default=",".join(methods_lib.CLASSICAL),
+                      help=f"comma-separated subset of {','.join(methods_lib.CLASSICAL)}")
+  parser.add_argument("--modes", default=",".join(methods_lib.MODES),
+                      help=f"comma-separated subset of {','.join(methods_lib.MODES)}")
+  parser.add_argument("--out", required=True, help="output folder")
+  parser.add_argument("--train_cases", action="append", default=[],
+                      help="extra training cases for kNN/fusion: phenopackets:PATH or jsonl:PATH")
+  parser.add_argument("--validation_fraction", type=float, default=0.2,
+                      help="publication fraction of a phenopackets:PATH:validation split")
+  parser.add_argument("--tuning_fraction", type=float, default=0.2,
+                      help="publication fraction of the training cases fusion is tuned on")
+  parser.add_argument("--seed", type=int, default=0, help="split, simulation and tie-break seed")
+  parser.add_argument("--limit", type=int, default=0,
+                      help="evaluate at most this many cases per benchmark (random, by seed)")
+  parser.add_argument("--top_k", type=int, default=10, help="candidates kept per case")
+  parser.add_argument("--n_bootstrap", type=int, default=1000)
+  parser.add_argument("--related_synonyms", action="store_true",
+                      help="text mode also matches RELATED HPO synonyms")
+  parser.add_argument("--no_pheval", action="store_true", help="skip the PhEval result files")
+  parser.add_argument("--ordo", default=None, help="ORDO JSON (names, definitions, xrefs)")
+  parser.add_argument("--mondo_sssom", action="append", default=[],
+                      help="MONDO exact-match SSSOM file (repeatable), for id equivalences")
+  parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  return parser
+
+
+@dataclasses.dataclass
+class _Inputs:
+  """Everything loaded for a run, before any method runs."""
+  kb_full: knowledge.KnowledgeBase
+  kb_eval: knowledge.KnowledgeBase
+  benchmarks: list[benchmarks_lib.Benchmark]
+  train: list[Case]
+  tuning: methods_lib.FusionTuning | None
+  notes: dict
+
+
+def _load_knowledge(args, exclude: Sequence[str] = ()) -> knowledge.KnowledgeBase:
+  return knowledge.load_knowledge(exclude_pmids=exclude, ordo_path=args.ordo,
+                                  mondo_sssom_paths=args.mondo_sssom)
+
+
+def _train_cases(spec: str, kb: knowledge.KnowledgeBase) -> list[Case]:
+  parsed = benchmarks_lib.parse_spec(spec)
+  if parsed.kind not in TRAIN_KINDS:
+    raise ValueError(f"--train_cases {spec!r}: kind must be one of {TRAIN_KINDS}")
+  if parsed.kind == "jsonl":
+    cases, _ = read_jsonl(benchmarks_lib.require_path(parsed.path, "JSONL file"))
+    return cases
+  return list(benchmarks_lib.load_phenopackets(parsed.path, kb).cases)
+
+
+def _limited(bench: benchmarks_lib.Benchmark, limit: int, seed: int) -> benchmarks_lib.Benchmark:
+  if not limit or len(bench.cases) <= limit:
+    return bench
+  chosen = np.sort(np.random.default_rng(seed).choice(len(bench.cases), limit, replace=False))
+  return dataclasses.replace(bench, cases=tuple(bench.cases[i] for i in chosen),
+                             source=f"{bench.source}; {limit} drawn at random (seed {seed})")
+
+
+def _unique_names(benches: list[benchmarks_lib.Benchmark]) -> list[benchmarks_lib.Benchmark]:
+  seen: dict[str, int] = {}
+  out = []
+  for bench in benches:
+    seen[bench.name] = seen.get(bench.name, 0) + 1
+    out.append(bench if seen[bench.name] == 1 else
+               dataclasses.replace(bench, name=f"{bench.name}_{seen[bench.name]}"))
+  return out
+
+
+def _load_inputs(args, specs: Sequence[benchmarks_lib.BenchmarkSpec], need_tuning: bool) -> _Inputs:
+  kb_full = _load_knowledge(args)
+  real = [benchmarks_lib.load_spec(s, kb_full, args.validation_fraction, args.seed)
+          for s in specs if not s.needs_evaluation_knowledge]
+  extra = [c for spec in args.train_cases for c in _train_cases(spec, kb_full)]
+  real = [_limited(b, args.limit, args.seed) for b in real]
+  exclude = benchmarks_lib.knowledge_exclusions(real)
+  kb_eval = _load_knowledge(args, exclude)
+  simulated = [_limited(benchmarks_lib.load_spec(s, kb_eval, seed=args.seed), args.limit,
+                        args.seed) for s in specs if s.needs_evaluation_knowledge]
+  excluded, train, ids = set(exclude), [], set()
+  candidates = [c for b in real for c in b.train_cases] + extra
+  for case in candidates:
+    if case.pmid not in excluded and case.id not in ids:
+      ids.add(case.id)
+      train.append(case)
+  notes = {"n_train_cases": len(train), "n_train_dropped": len(candidates) - len(train),
+           "n_excluded_pmids": len(exclude)}
+  tuning = None
+  if need_tuning and train:
+    inner = split_by_publication(train, args.tuning_fraction, args.seed + 1)
+    inner_train = [c for c in inner if c.split == "train"]
+    inner_val = [c for c in inner if c.split == "validation"]
+    tuning = methods_lib.FusionTuning(_load_knowledge(args, exclude + pmids(inner_val)),
+                                      inner_train, inner_val)
+    notes.update(n_tuning_train=len(inner_train), n_tuning_cases=len(inner_val),
+                 n_tuning_publications=len(pmids(inner_val)))
+  return _Inputs(kb_full, kb_eval, _unique_names(real + simulated), train, tuning, notes)
+
+
+def _validate(args, parser: argparse.ArgumentParser):
+  """Checks the flags before anything is loaded; returns (specs, method names, modes)."""
+  names, modes = _csv(args.methods), _csv(args.modes)
+  bad = ([f"method {n!r}" for n in names if n not in methods_lib.CLASSICAL] +
+         [f"mode {m!r}" for m in modes if m not in methods_lib.MODES])
+  if bad:
+    parser.error(f"unknown {bad[0]}: methods are {','.join(methods_lib.CLASSICAL)}; modes are "
+                 f"{','.join(methods_lib.MODES)}")
+  if not names or not modes or len(set(names)) < len(names) or len(set(modes)) < len(modes):
+    parser.error("--methods and --modes need at least one distinct entry each")
+  if not 0 < args.validation_fraction < 1 or not 0 < args.tuning_fraction < 1:
+    parser.error("--validation_fraction and --tuning_fraction must be in (0, 1)")
+  if args.top_k < 1 or args.limit < 0 or args.n_bootstrap < 1:
+    parser.error("need --top_k >= 1, --limit >= 0 and --n_bootstrap >= 1")
+  try:
+    specs = [benchmarks_lib.parse_spec(s) for s in args.benchmark]
+  except ValueError as err:
+    parser.error(str(err))
+  has_train = args.train_cases or any(s.split == "validation" for s in specs)
+  needing = [n for n in names if n in methods_lib.NEEDS_TRAINING_CASES]
+  if needing and not has_train:
+    parser.error(f"{','.join(needing)} need training cases: use phenopackets:PATH:validation or "
+                 "--train_cases")
+  return specs, names, modes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = _parser()
+  args = parser.parse_args(argv)
+  specs, names, modes = _validate(args, parser)
+  try:
+    inputs = _load_inputs(args, specs, need_tuning="fusion" in names)
+    recognizer = concepts.ConceptRecognizer.from_knowledge(
+        inputs.kb_eval, concepts.RecognizerConfig(related=args.related_synonyms))
+    methods = methods_lib.classical_methods(inputs.kb_eval, names, modes, inputs.train,
+                                            inputs.tuning, recognizer, args.seed, args.top_k)
+  except (FileNotFoundError, ValueError) as err:
+    parser.error(str(err))
+  equivalence = grounding.IdEquivalence({d.id: d.xrefs for d in inputs.kb_full.diseases.values()})
+  seen = {g for c in inputs.train for g in c.gold_ids} if inputs.train else None
+  results = evaluate(inputs.benchmarks, methods, equivalence, recognizer, seen,
+                     progress=not args.quiet)
+  stamps = {"evaluation": inputs.kb_eval.version.as_dict(),
+            "full": inputs.kb_full.version.as_dict()}
+  if inputs.tuning is not None:
+    stamps["fusion_tuning"] = inputs.tuning.kb.version.as_dict()
+  config = {**vars(args), **inputs.notes, "argv": list(sys.argv if argv is None else argv),
+            "recognizer": dataclasses.asdict(recognizer.config)}
+  paths = report_lib.write_report(args.out, results, report_lib.provenance(stamps, config),
+                                  pheval=not args.no_pheval, n_bootstrap=args.n_bootstrap,
+                                  seed=args.seed)
+  doc = json.loads(paths["metrics"].read_text())
+  for name, entry in doc["benchmarks"].items():
+    print(f"\n{name}: {entry['source']}\n" + "\n".join(report_lib.main_table(entry["methods"])))
+  print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
