@@ -32,12 +32,15 @@ class PhenotypeIndex:
   indexed diseases whose propagated profile contains t.
   """
 
-  def __init__(self, kb: knowledge.KnowledgeBase, prefixes: Sequence[str] = ("OMIM",)):
+  def __init__(self, kb: knowledge.KnowledgeBase, prefixes: Sequence[str] = ("OMIM",),
+               disease_ids: Sequence[str] | None = None):
+    """Indexes the diseases of `prefixes` (or exactly `disease_ids`, e.g. an experiment's subset)."""
     onto = kb.ontology
     self.ontology = onto
     self.terms = sorted(onto.descendants(ontology_lib.PHENOTYPIC_ABNORMALITY))
     self.term_index = {t: i for i, t in enumerate(self.terms)}
-    self.disease_ids = [d for p in prefixes for d in kb.disease_ids(p)]
+    self.disease_ids = (list(disease_ids) if disease_ids is not None
+                        else [d for p in prefixes for d in kb.disease_ids(p)])
     self.disease_index = {d: i for i, d in enumerate(self.disease_ids)}
     self.ic = np.array([kb.ic(t) for t in self.terms], dtype=np.float32)
     self._anc_idx = [np.fromiter((self.term_index[a] for a in onto.ancestors(t)

@@ -1,0 +1,170 @@
+"""The pipeline's stages wired together: data → cpt (knowledge) → sft → eval, each gin-scoped.
+
+Registers with rarejax.pipeline:
+  data  builds the knowledge base (with the configured publication exclusions), the simulated
+        and real case datasets, the knowledge corpus and the tokenizer (rarejax.data.stage)
+  cpt   knowledge internalization: LM loss on the knowledge corpus   (scope cpt/train_stage)
+  sft   diagnosis / trajectory SFT: response-masked loss            (scope sft/train_stage)
+  eval  the last exported model and the classical baselines on the held-out simulated notes
+Training stages evaluate periodically through the shared sampler and grader on a held-out
+slice of the simulated validation cases.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import gin
+
+from rarejax import cases
+from rarejax import knowledge
+from rarejax import pipeline
+from rarejax.data import stage as data_stage
+from rarejax.data import batches as batches_lib
+from rarejax.data import builders
+from rarejax.data import tasks as tasks_lib
+from rarejax.evaluate import baselines, generation
+from rarejax.evaluate import metrics as metrics_lib
+from rarejax.evaluate.phenotype_index import PhenotypeIndex
+from rarejax.model.config import ModelConfig
+from rarejax.sample import Sampler
+from rarejax.train import loop, optimizer
+from rarejax.train import stage as train_stage_lib
+
+gin.external_configurable(data_stage.DataSpec, module="rarejax.data")
+gin.external_configurable(cases.SimulatorConfig, module="rarejax.cases")
+gin.external_configurable(cases.RenderConfig, module="rarejax.cases")
+
+
+@gin.configurable
+def experiment_knowledge(exclude_pmids: Sequence[str] = (), ordo_path: str | None = None,
+                         mondo_sssom_paths: Sequence[str] = ()) -> knowledge.KnowledgeBase:
+  """The knowledge base of the experiment (cached on disk by rarejax.knowledge)."""
+  return knowledge.load_knowledge(exclude_pmids=exclude_pmids, ordo_path=ordo_path,
+                                  mondo_sssom_paths=mondo_sssom_paths)
+
+
+@gin.configurable
+def experiment_data(workdir: pathlib.Path, spec: data_stage.DataSpec | None = None):
+  """(kb, prepared data, task names by role); builds once, then reuses the cached datasets."""
+  kb = experiment_knowledge()
+  data = data_stage.prepare_data(kb, workdir / "data", spec or data_stage.DataSpec())
+  return kb, data, data_stage.register_tasks(data)
+
+
+def _data_stage(ctx: pipeline.StageContext) -> dict:
+  kb, data, names = experiment_data(ctx.workdir)
+  vocabulary = data.vocabulary()
+  return {"knowledge": kb.version.as_dict(), "tasks": names,
+          "vocabulary": str(data.vocabulary_path), "vocab_size": vocabulary.vocab_size,
+          "summary": f"{len(names)} tasks, vocab {vocabulary.vocab_size}"}
+
+
+def _batches_for(names: dict[str, str], roles: tuple[str, ...], sequence_length: int,
+                 batch_size: int, seed: int):
+  unknown = [r for r in roles if r not in names]
+  if unknown:
+    raise ValueError(f"train_stage.tasks: unknown task role(s) {unknown}; known: {sorted(names)}")
+  provider = names[roles[0]] if len(roles) == 1 else tasks_lib.register_mixture(
+      {names[r]: 1.0 for r in roles})
+
+  def batches_from(start: int):
+    stream = batches_lib.get_batches(provider, sequence_length, batch_size, seed=seed)
+    return itertools.islice(stream, start, None)
+  return batches_from
+
+
+def held_out_cases(data, num_cases: int) -> list[dict[str, Any]]:
+  """The first `num_cases` held-out simulated cases (note, prompt, gold, structured phenotypes)."""
+  builder = builders.builder_for(data.simulated, data.data_dir)
+  return list(itertools.islice(builders.examples(builder, "validation"), num_cases))
+
+
+@gin.configurable(denylist=["data", "vocabulary"])
+def make_eval_fn(data, vocabulary, *, num_cases: int = 32, max_new_tokens: int = 256,
+                 cache_length: int = 2048, model_config: ModelConfig | None = None):
+  """(params, step) → top-k metrics of greedy diagnoses on the first held-out simulated notes
+  (None when num_cases is 0, e.g. `cpt/make_eval_fn.num_cases = 0`)."""
+  if num_cases == 0:
+    return None
+  rows = held_out_cases(data, num_cases)
+  prompts, golds = [r["prompt"] for r in rows], [r["gold_ids"] for r in rows]
+  kb = experiment_knowledge()
+  index = _grounding_index(kb)
+  model_config = train_stage_lib.resolve_model_config(model_config or ModelConfig(),
+                                                      vocabulary.vocab_size)
+  sampler = Sampler(model_config, cache_length=cache_length, max_batch_size=num_cases,
+                    pad_id=vocabulary.pad_id)
+  config = generation.GenerationConfig(max_new_tokens=max_new_tokens)
+
+  def eval_fn(params, step):
+    del step
+    result = generation.evaluate_prompts(sampler, params, vocabulary, prompts, golds, index,
+                                         config)
+    return {k: result.metrics[k] for k in ("top1", "top3", "top10", "mrr", "well_formed")}
+  return eval_fn
+
+
+@functools.lru_cache(maxsize=4)
+def _grounding_index(kb: knowledge.KnowledgeBase) -> knowledge.GroundingIndex:
+  return knowledge.GroundingIndex.from_knowledge(kb)
+
+
+def _train(ctx: pipeline.StageContext) -> dict:
+  kb, data, names = experiment_data(ctx.workdir)
+  vocabulary = data.vocabulary()
+  metadata = {"knowledge": kb.version.as_dict(), "vocabulary": str(data.vocabulary_path)}
+  return train_stage_lib.train_stage(
+      batches_for=functools.partial(_batches_for, names), workdir=ctx.folder,
+      vocab_size=vocabulary.vocab_size, init_export=ctx.previous_export(),
+      eval_fn=make_eval_fn(data, vocabulary), metadata=metadata)
+
+
+@gin.configurable(denylist=["ctx"])
+def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100) -> dict:
+  """Held-out simulated notes: the model (greedy) next to Resnik on the same cases/knowledge."""
+  kb, data, _ = experiment_data(ctx.workdir)
+  vocabulary = data.vocabulary()
+  rows = held_out_cases(data, num_cases)
+  result = {"n_cases": len(rows)}
+  export = ctx.previous_export()
+  if export is not None:
+    model_config = ModelConfig(**json.loads((export / "metadata.json").read_text())["model_config"])
+    params = train_stage_lib.load_exported_params(export, model_config)
+    eval_fn = make_eval_fn(data, vocabulary, num_cases=len(rows), model_config=model_config)
+    result["model"] = dict(eval_fn(params, 0))
+  result["resnik_subset"] = _resnik_on(kb, rows, data.simulated.diseases or None)
+  result["resnik_all_omim"] = _resnik_on(kb, rows, None)
+  summary = ", ".join(f"{k} top1 {v['top1']:.3f} top10 {v['top10']:.3f}"
+                      for k, v in result.items() if isinstance(v, dict))
+  result["summary"] = summary
+  pipeline.write_json_atomically(ctx.folder / "metrics.json", result)
+  return result
+
+
+def _resnik_on(kb: knowledge.KnowledgeBase, rows: Sequence[dict[str, Any]],
+               disease_ids: Sequence[str] | None) -> dict:
+  """Oracle-HPO Resnik on the same cases, over `disease_ids` (the experiment's diseases: the
+  model's world) or every OMIM disease (None)."""
+  index = PhenotypeIndex(kb, disease_ids=disease_ids)
+  tie_break = baselines.make_tie_break(len(index.disease_ids))
+  cases = [_Phenotypes(tuple(r["observed"]), tuple(r["excluded"])) for r in rows]
+  golds = [r["gold_ids"] for r in rows]
+  ranked = baselines.rank_cases(baselines.ResnikRanker(index), index, cases, golds, tie_break)
+  summary = metrics_lib.summarize([r.gold_rank for r in ranked], n_bootstrap=1)
+  return {k: v.value for k, v in summary.items() if k in ("top1", "top3", "top10", "mrr")}
+
+
+class _Phenotypes:
+  def __init__(self, observed, excluded):
+    self.observed, self.excluded = observed, excluded
+
+
+pipeline.register_stage("data", _data_stage)
+pipeline.register_stage("cpt", _train)
+pipeline.register_stage("sft", _train)
+pipeline.register_stage("eval", eval_stage)

@@ -1,0 +1,96 @@
+"""Training stages (knowledge internalization, trajectory SFT): registered tasks → loop → params export.
+
+One gin-configurable function serves every training stage; its gin scope is the stage name, so
+`cpt/train_stage.tasks = ['knowledge_lm']` and `sft/train_stage.tasks = ['sft_mixture']` give
+two stages that differ only in data, loss and schedule. Task roles are the names returned by
+rarejax.data.stage.register_tasks; several roles are mixed with equal rates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gin
+import jax
+
+from rarejax.model import transformer
+from rarejax.model.config import ModelConfig
+from rarejax.parallel import mesh as mesh_lib
+from rarejax.parallel import rules as rules_lib
+from rarejax.train import checkpoint, loop, optimizer
+
+EvalFn = Callable[[Any, int], Mapping[str, float]]
+
+
+class StagePreempted(RuntimeError):
+  """The stage stopped early (SIGTERM) after saving a checkpoint; rerunning resumes it."""
+
+
+def resolve_model_config(model_config: ModelConfig, vocab_size: int) -> ModelConfig:
+  """The model config with a vocabulary that covers the tokenizer's (grown to it if smaller)."""
+  if model_config.vocab_size < vocab_size:
+    return dataclasses.replace(model_config, vocab_size=vocab_size)
+  return model_config
+
+
+def load_exported_params(export: pathlib.Path, model_config: ModelConfig) -> Any:
+  """Params of an earlier stage's export, placed on a one-axis-per-device data mesh."""
+  mesh = mesh_lib.make_mesh(-1, 1, 1)
+  abstract = transformer.abstract_params(model_config)
+  shardings = rules_lib.logical_to_shardings(transformer.param_logical_axes(model_config),
+                                             abstract, mesh, rules_lib.TRAIN_RULES)
+  params, _ = checkpoint.load_params(export, checkpoint.abstract_with_shardings(abstract,
+                                                                                shardings))
+  return params
+
+
+@gin.configurable(denylist=["batches_for", "workdir", "init_export", "eval_fn", "metadata"])
+def train_stage(*, batches_for: Callable[[Sequence[str], int, int, int], Callable[[int], Any]],
+                workdir: pathlib.Path, vocab_size: int,
+                init_export: pathlib.Path | None = None, eval_fn: EvalFn | None = None,
+                metadata: Mapping[str, Any] | None = None,
+                tasks: Sequence[str] = gin.REQUIRED, sequence_length: int = 256,
+                batch_size: int = 16, model_config: ModelConfig | None = None,
+                optimizer_config: optimizer.OptimizerConfig | None = None,
+                loop_config: loop.LoopConfig | None = None) -> dict:
+  """Trains one stage and exports its params; returns the stage result (metrics, export path).
+
+  Args:
+    batches_for: (task roles, sequence_length, batch_size, seed) → batches_from(start_step).
+    workdir: the stage folder.
+    vocab_size: the tokenizer's vocabulary size.
+    init_export: params of the previous stage (None: train from scratch).
+    eval_fn: (params, step) → metrics on held-out cases (sampler + grader).
+    metadata: recorded with every checkpoint and the export (vocabulary, knowledge version).
+    tasks: task roles to train on (gin).
+    sequence_length, batch_size: packed rows per step (gin).
+    model_config, optimizer_config, loop_config: gin-provided (defaults: ModelConfig(), ...).
+  """
+  model_config = resolve_model_config(model_config or ModelConfig(), vocab_size)
+  optimizer_config = optimizer_config or optimizer.OptimizerConfig()
+  loop_config = loop_config or loop.LoopConfig()
+  init_params = load_exported_params(init_export, model_config) if init_export else None
+  result = loop.train(
+      model_config=model_config, optimizer_config=optimizer_config, loop_config=loop_config,
+      batches_from=batches_for(tuple(tasks), sequence_length, batch_size, loop_config.seed),
+      workdir=workdir, metadata=metadata, init_params=init_params, eval_fn=eval_fn)
+  if result.stopped != "completed":
+    raise StagePreempted(f"stage in {workdir} stopped at step {result.step} ({result.stopped}); "
+                         "its checkpoint is saved: run the same command again to resume.")
+  export = workdir / "export"
+  checkpoint.export_params(export, jax.device_get(result.state.params),
+                           {"model_config": model_config.to_dict(), **(metadata or {})})
+  return {"export": str(export), "steps": result.step, "stopped": result.stopped,
+          "train": result.last_metrics, "eval": result.eval_metrics,
+          "model_config": model_config.to_dict(),
+          "summary": f"loss {result.last_metrics.get('loss', float('nan')):.3f}"
+                     + "".join(f", {k} {v:.3f}" for k, v in result.eval_metrics.items()
+                               if k in ("top1", "top10"))}
+
+
+def skip_to(batches: Callable[[], Any], start: int):
+  """An iterator over `batches()` from batch index `start` (deterministic resume)."""
+  return itertools.islice(batches(), start, None)

@@ -1,0 +1,63 @@
+"""Integration: the tiny pipeline (data → cpt → sft → eval) runs, resumes, skips and guards its workdir."""
+import json
+
+import pytest
+
+from rarejax import main as main_lib
+from rarejax import stages
+from rarejax.train import writers
+
+pytestmark = pytest.mark.integration
+
+TINY = ["--gin_file", "experiments/tiny.gin", "--gin_bindings", "LoopConfig.checkpoint_every = 2"]
+
+
+def _run(workdir, *extra):
+  return main_lib.main(["--workdir", str(workdir), *TINY, *extra])
+
+
+def _losses(folder):
+  return [r["train/loss"] for r in writers.read_metrics(folder) if "train/loss" in r]
+
+
+def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
+  straight = tmp_path / "straight"
+  assert _run(straight) == 0
+  results = {s: json.loads((straight / s / "result.json").read_text())
+             for s in ("data", "cpt", "sft", "eval")}
+  cpt_losses = _losses(straight / "cpt")
+  assert len(cpt_losses) == 6 and cpt_losses[-1] < cpt_losses[0]
+  assert results["sft"]["steps"] == 6 and results["cpt"]["stopped"] == "completed"
+  assert {"top1", "top10"} <= set(results["eval"]["model"])
+  assert (straight / "operative_config.gin").read_text().count("num_steps") >= 2
+
+  # Kill cpt after its step-4 checkpoint (the batch iterator dies), then run again: it resumes.
+  killed = tmp_path / "killed"
+  original = stages._batches_for
+
+  def dying(*args, **kwargs):
+    batches_from = original(*args, **kwargs)
+    def from_step(start):
+      for step, batch in enumerate(batches_from(start), start):
+        if step == 4:
+          raise KeyboardInterrupt("simulated kill")
+        yield batch
+    return from_step
+  monkeypatch.setattr(stages, "_batches_for", dying)
+  with pytest.raises(KeyboardInterrupt):
+    _run(killed)
+  monkeypatch.setattr(stages, "_batches_for", original)
+  assert not (killed / "cpt" / "result.json").exists()
+  assert _run(killed) == 0
+  assert _losses(killed / "cpt")[-1] == cpt_losses[-1]
+  assert json.loads((killed / "sft" / "result.json").read_text())["train"]["loss"] == \
+      results["sft"]["train"]["loss"]
+
+  # A complete workdir is skipped; a different config is refused; a typo fails before work.
+  capsys.readouterr()
+  assert _run(straight) == 0
+  assert "already complete" not in capsys.readouterr().out  # logged, not printed
+  assert _run(straight, "--gin_bindings", "CPT_STEPS = 7") == 2
+  assert "different config" in capsys.readouterr().err
+  assert _run(tmp_path / "typo", "--gin_bindings", "cpt/LoopConfig.num_stepz = 7") == 2
+  assert "num_stepz" in capsys.readouterr().err and not (tmp_path / "typo").exists()
