@@ -39,6 +39,9 @@ def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
   """Registers every configurable, then parses files and bindings; ConfigError on any problem."""
   import rarejax.stages  # pylint: disable=g-import-not-at-top,unused-import  (registers stages)
   gin.add_config_file_search_path(str(GIN_ROOT))
+  # Experiments include each other by bare name: gin would take 'experiments/x.gin' for a
+  # resource of the (namespace) package `experiments/` at the repository root.
+  gin.add_config_file_search_path(str(GIN_ROOT / "experiments"))
   try:
     gin.parse_config_files_and_bindings([str(resolve_gin_file(f)) for f in gin_files],
                                         list(gin_bindings), finalize_config=False)

@@ -30,9 +30,10 @@ from rarejax.data import tasks as tasks_lib
 from rarejax.evaluate import baselines, generation
 from rarejax.evaluate import metrics as metrics_lib
 from rarejax.evaluate.phenotype_index import PhenotypeIndex
+from rarejax.model import hf_import
 from rarejax.model.config import ModelConfig
 from rarejax.sample import Sampler
-from rarejax.train import loop, optimizer
+from rarejax.train import checkpoint
 from rarejax.train import stage as train_stage_lib
 
 gin.external_configurable(data_stage.DataSpec, module="rarejax.data")
@@ -41,10 +42,23 @@ gin.external_configurable(cases.RenderConfig, module="rarejax.cases")
 
 
 @gin.configurable
-def experiment_knowledge(exclude_pmids: Sequence[str] = (), ordo_path: str | None = None,
+def experiment_knowledge(exclude_pmids: Sequence[str] = (),
+                         heldout_phenopackets: Sequence[str] = (),
+                         validation_fraction: float = 0.2, split_seed: int = 0,
+                         ordo_path: str | None = None,
                          mondo_sssom_paths: Sequence[str] = ()) -> knowledge.KnowledgeBase:
-  """The knowledge base of the experiment (cached on disk by rarejax.knowledge)."""
-  return knowledge.load_knowledge(exclude_pmids=exclude_pmids, ordo_path=ordo_path,
+  """The knowledge base of the experiment (cached on disk by rarejax.knowledge).
+
+  The honest protocol: the validation publications of `heldout_phenopackets` (split by
+  publication exactly as the real-case dataset splits them: same fraction and seed) are added
+  to `exclude_pmids`, so no annotation row citing an evaluated paper reaches any stage.
+  """
+  held_out = []
+  for source in heldout_phenopackets:
+    read, _ = cases.read_phenopackets(source)
+    split = cases.split_by_publication(read, validation_fraction, split_seed)
+    held_out += cases.pmids(c for c in split if c.split == "validation")
+  return knowledge.load_knowledge(exclude_pmids=(*exclude_pmids, *held_out), ordo_path=ordo_path,
                                   mondo_sssom_paths=mondo_sssom_paths)
 
 
@@ -164,6 +178,19 @@ class _Phenotypes:
     self.observed, self.excluded = observed, excluded
 
 
+@gin.configurable(denylist=["ctx"])
+def import_hf_stage(ctx: pipeline.StageContext, checkpoint_dir: str = gin.REQUIRED) -> dict:
+  """Imports a Hugging Face checkpoint (config.json + safetensors) as the export later stages
+  start from (e.g. DeepSeek-R1-Distill-Qwen); pair it with DataSpec.tokenizer = its tokenizer."""
+  model_config, params = hf_import.load_hf_checkpoint(checkpoint_dir)
+  export = ctx.folder / pipeline.EXPORT_DIR
+  checkpoint.export_params(export, params, {"model_config": model_config.to_dict(),
+                                            "source": str(checkpoint_dir)})
+  return {"export": str(export), "model_config": model_config.to_dict(),
+          "summary": f"imported {checkpoint_dir}"}
+
+
+pipeline.register_stage("import_hf", import_hf_stage)
 pipeline.register_stage("data", _data_stage)
 pipeline.register_stage("cpt", _train)
 pipeline.register_stage("sft", _train)

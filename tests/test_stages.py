@@ -1,0 +1,57 @@
+"""Tests for the stage wiring: honest-protocol exclusions from held-out phenopackets, HF import stage."""
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from rarejax import pipeline, stages
+from rarejax.model import transformer
+from rarejax.model.config import ModelConfig
+from rarejax.train import stage as train_stage_lib
+
+
+def _phenopacket(pmid: str, number: int) -> dict:
+  return {
+      "id": f"PMID_{pmid}_P{number}",
+      "subject": {"id": f"P{number}", "sex": "FEMALE"},
+      "phenotypicFeatures": [{"type": {"id": "HP:0001166", "label": "Arachnodactyly"}}],
+      "interpretations": [{"id": "i1", "progressStatus": "SOLVED", "diagnosis": {
+          "disease": {"id": "OMIM:154700", "label": "Marfan syndrome"}}}],
+      "metaData": {"created": "2024-01-01T00:00:00Z", "phenopacketSchemaVersion": "2.0.2",
+                   "externalReferences": [{"id": f"PMID:{pmid}"}]},
+  }
+
+
+def test_validation_publications_of_heldout_phenopackets_are_excluded(tmp_path):
+  folder = tmp_path / "packets"
+  folder.mkdir()
+  for number, pmid in enumerate(("31772430", "11111111")):
+    (folder / f"PMID_{pmid}_P{number}.json").write_text(json.dumps(_phenopacket(pmid, number)))
+  kb = stages.experiment_knowledge(heldout_phenopackets=[str(folder)], validation_fraction=1.0)
+  assert {"PMID:31772430", "PMID:11111111"} <= set(kb.version.excluded_pmids)
+  assert kb.version.n_excluded_rows > 0                 # PMID:31772430 is cited by Marfan rows
+  none_held_out = stages.experiment_knowledge(heldout_phenopackets=[str(folder)],
+                                              validation_fraction=0.0)
+  assert none_held_out.version.excluded_pmids == ()
+
+
+def test_import_hf_stage_exports_params_the_training_stages_can_load(tmp_path):
+  transformers = pytest.importorskip("transformers")
+  torch = pytest.importorskip("torch")
+  config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=2, max_position_embeddings=64)
+  torch.manual_seed(0)
+  transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
+  ctx = pipeline.StageContext("import_hf", tmp_path, tmp_path / "import_hf", {})
+  result = stages.import_hf_stage(ctx, checkpoint_dir=str(tmp_path / "hf"))
+  export = pathlib.Path(result["export"])
+  model_config = train_stage_lib.resolve_model_config(
+      ModelConfig(**result["model_config"]), 64)
+  params = train_stage_lib.load_exported_params(export, model_config)
+  assert transformer.count_params(params) == sum(p.numel() for p in
+                                                 transformers.LlamaForCausalLM(config).parameters())
+  embed = next(v for k, v in jax.tree_util.tree_leaves_with_path(params) if "embed" in str(k))
+  assert np.isfinite(np.asarray(embed)).all()
