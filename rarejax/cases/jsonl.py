@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Iterable
+import tempfile
+from typing import Any, Iterable, Mapping
 
 from rarejax.cases.case import Case, CaseFormatError, ReadReport, decode_json
 
@@ -37,13 +38,21 @@ def parse_jsonl_line(raw: bytes | str, where: str) -> Case:
   return Case.from_json(obj, where)
 
 
-def write_jsonl(cases: Iterable[Case], path: str | os.PathLike) -> int:
-  """Writes cases one JSON object per line (UTF-8); returns the number written."""
+def write_json_lines(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> int:
+  """Writes one JSON object per line (UTF-8, sorted keys) atomically: a temp file in the same
+  folder renamed into place, so a crash never leaves a partial file. Returns the count."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   count = 0
-  with open(path, "w", encoding="utf-8") as stream:
-    for case in cases:
-      stream.write(json.dumps(case.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+  with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp",
+                                   delete=False) as stream:
+    for record in records:
+      stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
       count += 1
+  os.replace(stream.name, path)
   return count
+
+
+def write_jsonl(cases: Iterable[Case], path: str | os.PathLike) -> int:
+  """Writes cases one JSON object per line (atomically); returns the number written."""
+  return write_json_lines((case.to_json() for case in cases), path)

@@ -24,6 +24,7 @@ import os
 import pathlib
 from typing import Any, Iterable, Mapping
 
+from rarejax.cases import jsonl
 from rarejax.cases.case import FrozenMap, thaw
 from rarejax.data import format as format_lib
 
@@ -116,12 +117,5 @@ def read_trajectories(path: str | os.PathLike) -> list[Trajectory]:
 
 
 def write_trajectories(trajectories: Iterable[Trajectory], path: str | os.PathLike) -> int:
-  """Writes trajectories one JSON object per line (UTF-8, sorted keys); returns the count."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  count = 0
-  with open(path, "w", encoding="utf-8") as stream:
-    for trajectory in trajectories:
-      stream.write(json.dumps(trajectory.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
-      count += 1
-  return count
+  """Writes trajectories one JSON object per line (atomically, sorted keys); returns the count."""
+  return jsonl.write_json_lines((t.to_json() for t in trajectories), path)
