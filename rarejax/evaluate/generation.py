@@ -8,11 +8,10 @@ at the `</answer>` tag, which is kept in the text so the parser sees a closed an
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
-import numpy as np
 
 from rarejax.data import format as format_lib
 from rarejax.evaluate import grader as grader_lib
@@ -88,9 +87,3 @@ def evaluate_prompts(sampler: Sampler, params: Any, vocabulary: Tokenizer,
   metrics = {name: estimate.value for name, estimate in summary.items()}
   return ModelEvaluation(answers, grades, metrics)
 
-
-def eval_examples(examples: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-  """(prompt texts, gold id lists) from rarejax.data.batches.get_examples rows of a prompts task."""
-  prompts = [str(e["inputs_pretokenized"]) for e in examples]
-  golds = [list(np.atleast_1d(e["gold_ids"]).tolist()) for e in examples]
-  return prompts, golds

@@ -8,7 +8,6 @@ rarejax.data.stage.register_tasks; several roles are mixed with equal rates.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -90,7 +89,3 @@ def train_stage(*, batches_for: Callable[[Sequence[str], int, int, int], Callabl
                      + "".join(f", {k} {v:.3f}" for k, v in result.eval_metrics.items()
                                if k in ("top1", "top10"))}
 
-
-def skip_to(batches: Callable[[], Any], start: int):
-  """An iterator over `batches()` from batch index `start` (deterministic resume)."""
-  return itertools.islice(batches(), start, None)
