@@ -117,6 +117,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "num_kv_heads": 4, "mlp_dim": 768},
     "small_30m": {**_LLAMA, "vocab_size": 8192, "d_model": 512, "num_layers": 6, "num_heads": 8,
                   "num_kv_heads": 4, "mlp_dim": 1536},
+    "small_100m": {**_LLAMA, "vocab_size": 8192, "d_model": 768, "num_layers": 12,
+                   "num_heads": 12, "num_kv_heads": 4, "mlp_dim": 2304},
+    # GPU benchmark size: Llama-3.2-1B shapes (1.24B parameters; plain RoPE, no llama3 scaling).
+    "llama_1b": {**_LLAMA, "vocab_size": 128256, "d_model": 2048, "num_layers": 16,
+                 "num_heads": 32, "num_kv_heads": 8, "mlp_dim": 8192, "rope_theta": 500_000.0,
+                 "norm_eps": 1e-5, "tie_embeddings": True},
     # Published architectures (import weights with model.hf_import).
     "llama3_8b": {**_LLAMA, "vocab_size": 128256, "d_model": 4096, "num_layers": 32,
                   "num_heads": 32, "num_kv_heads": 8, "mlp_dim": 14336, "rope_theta": 500_000.0,

@@ -6,6 +6,7 @@ logical names through `constrain` (a no-op unless axis rules and a mesh are acti
 """
 from collections.abc import Callable, Sequence
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -56,6 +57,22 @@ class RMSNorm(nn.Module):
     return (y * (cfg.norm_offset + scale.astype(jnp.float32))).astype(cfg.dtype)
 
 
+def dense(x: Array, kernel: Array, in_dims: int = 1,
+          preferred_element_type: jnp.dtype | None = None) -> Array:
+  """x [..., *in] @ kernel [*in, *out] -> [..., *out], computed as one 2-D matmul.
+
+  Flattening to [tokens, in] x [in, out] makes the backward weight gradient a dot with a single
+  contracting dimension, which XLA:CPU runs on the activations as they are; an einsum over
+  [B, L, ...] contracts two dimensions (B and L) and XLA inserts a transposed copy of an
+  activation per weight gradient (measured: 1.6x faster MLP forward + backward on 2 cores).
+  """
+  in_shape, out_shape = kernel.shape[:in_dims], kernel.shape[in_dims:]
+  lead = x.shape[:x.ndim - in_dims]
+  y = jnp.matmul(x.reshape(-1, math.prod(in_shape)), kernel.reshape(math.prod(in_shape), -1),
+                 preferred_element_type=preferred_element_type)
+  return y.reshape(*lead, *out_shape)
+
+
 def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
   """Returns (cos, sin), each float32 [B, L, head_dim], in Hugging Face's rotate-half layout."""
   inv_freq = 1.0 / theta**(jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
@@ -91,6 +108,10 @@ def attention_mask(q_segments: Array, q_slots: Array, k_segments: Array,
 def dot_product_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
   """Grouped-query attention with float32 softmax.
 
+  The einsums run on [B, K, G*L, hd] queries and [B, K, S, hd] keys/values: batch dims lead and
+  each contraction has one dimension, so XLA transposes only the [.., hd] activations, never the
+  [.., L, S] scores (measured on 2 CPU cores: ~10% faster forward + backward, and decode).
+
   Args:
     q: [B, L, H, hd] queries.
     k: [B, S, K, hd] keys, K divides H (query head h uses kv head h // (H // K)).
@@ -102,12 +123,16 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
   """
   b, length, heads, head_dim = q.shape
   kv_heads = k.shape[2]
-  q = q.reshape(b, length, kv_heads, heads // kv_heads, head_dim)
-  scores = jnp.einsum("blkgd,bskd->bkgls", q, k, preferred_element_type=jnp.float32)
-  scores = scores * head_dim**-0.5
+  groups = heads // kv_heads
+  q = q.reshape(b, length, kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
+  q = q.reshape(b, kv_heads, groups * length, head_dim)  # row m = g * L + l
+  k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, hd]
+  scores = jnp.einsum("bkmd,bksd->bkms", q, k, preferred_element_type=jnp.float32)
+  scores = scores.reshape(b, kv_heads, groups, length, -1) * head_dim**-0.5
   scores = jnp.where(mask[:, None, None], scores, NEG_INF)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
+  out = jnp.einsum("bkms,bksd->bkmd", probs.reshape(b, kv_heads, groups * length, -1), v)
+  out = out.reshape(b, kv_heads, groups, length, head_dim).transpose(0, 3, 1, 2, 4)
   return out.reshape(b, length, heads, head_dim)
 
 
@@ -142,7 +167,7 @@ class Attention(nn.Module):
     out = constrain(checkpoint_name(out, "attention_context"), BATCH_LENGTH_HEADS)
     w_o = param(self, "o", (cfg.num_heads, cfg.head_dim, cfg.d_model),
                 ("heads", "head_dim", "embed"), nn.initializers.normal(cfg.init_std), cfg)
-    out = jnp.einsum("blhd,hde->ble", out, w_o.astype(cfg.dtype))
+    out = dense(out, w_o.astype(cfg.dtype), in_dims=2)
     return checkpoint_name(out, "attention_out"), new_cache
 
   def _project(self, x: Array, name: str, heads: int, heads_axis: str) -> Array:
@@ -150,7 +175,7 @@ class Attention(nn.Module):
     cfg = self.config
     kernel = param(self, name, (cfg.d_model, heads, cfg.head_dim),
                    ("embed", heads_axis, "head_dim"), nn.initializers.normal(cfg.init_std), cfg)
-    y = jnp.einsum("bld,dhk->blhk", x, kernel.astype(cfg.dtype))
+    y = dense(x, kernel.astype(cfg.dtype))
     if cfg.qkv_bias:
       bias = param(self, f"{name}_bias", (heads, cfg.head_dim), (heads_axis, "head_dim"),
                    nn.initializers.zeros, cfg)
@@ -169,8 +194,8 @@ class Mlp(nn.Module):
     w_gate = param(self, "gate", (cfg.d_model, cfg.mlp_dim), ("embed", "mlp"), init, cfg)
     w_up = param(self, "up", (cfg.d_model, cfg.mlp_dim), ("embed", "mlp"), init, cfg)
     w_down = param(self, "down", (cfg.mlp_dim, cfg.d_model), ("mlp", "embed"), init, cfg)
-    gate = checkpoint_name(jnp.einsum("bld,df->blf", x, w_gate.astype(cfg.dtype)), "mlp_gate")
-    up = checkpoint_name(jnp.einsum("bld,df->blf", x, w_up.astype(cfg.dtype)), "mlp_up")
+    gate = checkpoint_name(dense(x, w_gate.astype(cfg.dtype)), "mlp_gate")
+    up = checkpoint_name(dense(x, w_up.astype(cfg.dtype)), "mlp_up")
     hidden = constrain(ACTIVATION_FNS[cfg.mlp_activation](gate) * up, BATCH_LENGTH_MLP)
-    out = jnp.einsum("blf,fd->bld", hidden, w_down.astype(cfg.dtype))
+    out = dense(hidden, w_down.astype(cfg.dtype))
     return checkpoint_name(out, "mlp_out")

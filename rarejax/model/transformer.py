@@ -155,12 +155,11 @@ class Decoder(nn.Module):
     """x [B, L, D] -> float32 logits [B, L, V] via the tied table or the lm_head [D, V]."""
     cfg = self.config
     if cfg.tie_embeddings:
-      equation, weight = "bld,vd->blv", embedding
+      weight = embedding.T
     else:
-      equation = "bld,dv->blv"
       weight = layers.param(self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"),
                             nn.initializers.normal(cfg.init_std), cfg)
-    logits = jnp.einsum(equation, x, weight.astype(cfg.dtype), preferred_element_type=jnp.float32)
+    logits = layers.dense(x, weight.astype(cfg.dtype), preferred_element_type=jnp.float32)
     return layers.constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
 
