@@ -21,12 +21,13 @@ import logging
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import gin
+
+from rarejax import atomic_io
 
 StageFn = Callable[["StageContext"], dict]
 _STAGES: dict[str, StageFn] = {}
@@ -66,12 +67,8 @@ class StageContext:
 
 
 def write_json_atomically(path: pathlib.Path, value: Any) -> None:
-  """Writes JSON to a temp file in the same folder and renames it (never a half-written file)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
-                                   encoding="utf-8") as tmp:
-    json.dump(value, tmp, indent=2, sort_keys=True, default=str)
-  os.replace(tmp.name, path)
+  """Writes JSON atomically (rarejax.atomic_io): never a half-written file."""
+  atomic_io.write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def _config_hash(config: str) -> str:

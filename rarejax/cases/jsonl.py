@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import tempfile
 from typing import Any, Iterable, Mapping
 
+from rarejax import atomic_io
 from rarejax.cases.case import Case, CaseFormatError, ReadReport, decode_json
 
 
@@ -39,18 +38,10 @@ def parse_jsonl_line(raw: bytes | str, where: str) -> Case:
 
 
 def write_json_lines(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> int:
-  """Writes one JSON object per line (UTF-8, sorted keys) atomically: a temp file in the same
-  folder renamed into place, so a crash never leaves a partial file. Returns the count."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  count = 0
-  with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp",
-                                   delete=False) as stream:
-    for record in records:
-      stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-      count += 1
-  os.replace(stream.name, path)
-  return count
+  """Writes one JSON object per line (UTF-8, sorted keys) atomically; returns the count."""
+  lines = [json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in records]
+  atomic_io.write_atomic(path, "".join(lines))
+  return len(lines)
 
 
 def write_jsonl(cases: Iterable[Case], path: str | os.PathLike) -> int:

@@ -27,11 +27,11 @@ import pathlib
 import platform
 import re
 import subprocess
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from rarejax.atomic_io import write_atomic
 from rarejax.evaluate import benchmarks as benchmarks_lib
 from rarejax.evaluate import methods as methods_lib
 from rarejax.evaluate import metrics
@@ -177,19 +177,6 @@ def metrics_json(results: Sequence[BenchmarkResult], provenance: Mapping[str, An
 
 
 # ---- files -----------------------------------------------------------------------------------
-
-
-def write_atomic(path: pathlib.Path, data: str | bytes) -> None:
-  """Writes a file so that readers see the old or the new content, never a partial one."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as stream:
-      stream.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
 
 
 def _tsv_cell(value: Any) -> str:

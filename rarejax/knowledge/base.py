@@ -11,9 +11,9 @@ import math
 import os
 import pathlib
 import pickle
-import tempfile
 from typing import Iterable, Sequence
 
+from rarejax import atomic_io
 from rarejax.knowledge import annotations as annotations_lib
 from rarejax.knowledge import gc_pause
 from rarejax.knowledge import ontology as ontology_lib
@@ -197,7 +197,7 @@ def load_knowledge(exclude_pmids: Iterable[str] = (),
       logging.warning("ignoring unreadable knowledge cache %s: %s", cache_file, err)
   kb = _build(paths, hpo_dir, exclude, ordo_path, mondo_sssom_paths)
   if use_cache:
-    _write_atomically(cache_file, pickle.dumps(kb, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_io.write_atomic(cache_file, pickle.dumps(kb, protocol=pickle.HIGHEST_PROTOCOL))
   return kb
 
 
@@ -219,10 +219,3 @@ def _build(paths, hpo_dir, exclude, ordo_path, mondo_sssom_paths) -> KnowledgeBa
 def _read_pickle(path: pathlib.Path):
   with gc_pause.cyclic_gc_paused(), open(path, "rb") as stream:
     return pickle.load(stream)
-
-
-def _write_atomically(path: pathlib.Path, payload: bytes) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-    tmp.write(payload)
-  os.replace(tmp.name, path)
