@@ -34,6 +34,10 @@ TEST = [
     "hypothesis",
     "torch==2.13.0",
     "transformers==5.24.0",
+    # CI executes the ablation notebook against a tiny run's artifacts.
+    "nbclient==0.11.0",
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
 ]
 
 setuptools.setup(
@@ -44,5 +48,5 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={"data": DATA, "test": TEST, "all": DATA + TEST},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["rarejax=rarejax.__main__:main"]},
 )

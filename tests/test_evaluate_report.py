@@ -82,8 +82,8 @@ def test_metrics_json_schema_and_provenance(written):
   assert bench["n_cases"] == 4 and bench["n_excluded_publications"] == 4
   assert bench["slices"] == {"all": 4, "seen": 2, "unseen": 2, "few_findings": 2}
   for entry in bench["methods"].values():
-    assert set(entry) == {"config", "n_applicable", "well_formed_rate", "metrics", "topk_curve",
-                          "by_findings", "calibration"}
+    assert set(entry) == {"config", "n_applicable", "well_formed_rate", "flags", "metrics",
+                          "topk_curve", "by_findings", "calibration"}
     assert set(entry["metrics"]["all"]) == {"n", "top1", "top3", "top5", "top10", "mrr", "found"}
   prov = doc["provenance"]
   assert {"written_at", "knowledge", "versions", "git", "config"} <= set(prov)

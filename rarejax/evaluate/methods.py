@@ -1,9 +1,9 @@
 """Diagnosis methods behind one interface: ranked candidates per case, judged by one gold-rank rule.
 
-Every method — classical phenotype rankers here, the reasoning model later — turns cases into
-`MethodOutput`s: ranked `Candidate`s (disease id or None when ungrounded, label, score,
-optional confidence, optional equally good alternative ids), plus the raw model text when there
-is one. `MethodOutput.gold_rank` is the only place a rank is judged, with the grader's rules
+Every method — classical phenotype rankers here, the reasoning model in model_method — turns
+cases into `MethodOutput`s: ranked `Candidate`s (disease id or None when ungrounded, label,
+score, optional confidence, optional equally good alternative ids), plus the raw model text when
+there is one. `MethodOutput.gold_rank` is the only place a rank is judged, with the grader's rules
 (rarejax.evaluate.grader): the first candidate whose id — or one of its alternatives — is a gold
 id or an exact-match equivalent (`IdEquivalence`) gives the rank; candidates are only the top-k
 a method returns, so rank > k counts as not found. `MethodOutput.from_grade` converts a
@@ -55,6 +55,7 @@ class MethodOutput:
     raw_text: the model's full response, when the method is a model.
     well_formed: the response followed the answer format (always True for rankers).
     observed, excluded: the HPO ids a phenotype method ranked from (empty for a model).
+    flags: remarks on this answer that reports count, e.g. 'note_cut', 'answer_forced'.
   """
   case_id: str
   candidates: tuple[Candidate, ...]
@@ -62,6 +63,7 @@ class MethodOutput:
   well_formed: bool = True
   observed: tuple[str, ...] = ()
   excluded: tuple[str, ...] = ()
+  flags: tuple[str, ...] = ()
 
   def gold_rank(self, gold_ids: Sequence[str], equivalence: grounding.IdEquivalence
                 ) -> int | None:
@@ -77,22 +79,38 @@ class MethodOutput:
   @classmethod
   def from_grade(cls, case_id: str, grade: grader_lib.GradeResult, raw_text: str | None = None,
                  confidences: Sequence[float | None] | None = None,
-                 config: grader_lib.GraderConfig = grader_lib.GraderConfig()) -> MethodOutput:
+                 config: grader_lib.GraderConfig = grader_lib.GraderConfig(),
+                 labels: Mapping[str, str] | None = None) -> MethodOutput:
     """A graded model answer as candidates; its gold_rank equals `grade.gold_rank`.
 
-    The score of entry r is 1/r (answers carry ranks, not scores); `confidences`, when the
-    model states them, align with `grade.ranked`.
+    See `graded_candidates` for scores, confidences and labels.
     """
-    if confidences is not None and len(confidences) != len(grade.ranked):
-      raise ValueError(f"{len(confidences)} confidences for {len(grade.ranked)} ranked entries")
-    candidates = []
-    for i, entry in enumerate(grade.ranked):
-      result = entry.grounding
-      candidates.append(Candidate(
-          disease_id=result.id, label=result.matched_name or entry.entry.name,
-          score=1.0 / entry.rank, confidence=None if confidences is None else confidences[i],
-          alternatives=result.alternatives if config.match_alternatives else ()))
-    return cls(case_id, tuple(candidates), raw_text=raw_text, well_formed=grade.well_formed)
+    return cls(case_id, graded_candidates(grade.ranked, confidences, config, labels),
+               raw_text=raw_text, well_formed=grade.well_formed)
+
+
+def graded_candidates(ranked: Sequence[grader_lib.GroundedEntry],
+                      confidences: Sequence[float | None] | None = None,
+                      config: grader_lib.GraderConfig = grader_lib.GraderConfig(),
+                      labels: Mapping[str, str] | None = None) -> tuple[Candidate, ...]:
+  """A model's grounded answer entries (grader.ground_entries) as ranked candidates.
+
+  The score of entry r is 1/r (answers carry ranks, not scores); `confidences`, when given,
+  align with `ranked`. The label is `labels[id]` (e.g. the knowledge base's primary names),
+  else the indexed name the entry matched, else the name as written.
+  """
+  if confidences is not None and len(confidences) != len(ranked):
+    raise ValueError(f"{len(confidences)} confidences for {len(ranked)} ranked entries")
+  labels = labels or {}
+  candidates = []
+  for i, entry in enumerate(ranked):
+    result = entry.grounding
+    label = labels.get(result.id) if result.id else None
+    candidates.append(Candidate(
+        disease_id=result.id, label=label or result.matched_name or entry.entry.name,
+        score=1.0 / entry.rank, confidence=None if confidences is None else confidences[i],
+        alternatives=result.alternatives if config.match_alternatives else ()))
+  return tuple(candidates)
 
 
 class Method(Protocol):

@@ -10,6 +10,9 @@ One evaluation run writes, under its output folder (every file atomically: temp 
   pheval/BENCH/METHOD/pheval_disease_results/CASE-pheval_disease_result.tsv
                     PhEval's disease result layout: rank, score, disease_name, disease_identifier
   report.md         tables and plots (plots/*.png) a person can read
+  responses/BENCH/METHOD.jsonl
+                    a model's full response per case, with its gold rank, format validity and
+                    flags (only for methods that write text)
 
 Slices: 'all'; 'seen' / 'unseen' (a gold disease is / is not among the training diseases, when
 those are given); 'few_findings' (at most FEW_FINDINGS observed findings). A method is scored on
@@ -17,6 +20,7 @@ the cases it applies to (oracle mode needs structured phenotypes); `n` says how 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import importlib.metadata
@@ -151,6 +155,7 @@ def method_metrics(result: BenchmarkResult, method: MethodResult, n_bootstrap: i
       "config": dict(method.config),
       "n_applicable": int(applied.sum()),
       "well_formed_rate": float(np.mean([o.well_formed for o in outputs])) if outputs else None,
+      "flags": dict(sorted(collections.Counter(f for o in outputs for f in o.flags).items())),
       "metrics": {name: _summary([r for r, m, a in zip(method.gold_ranks, mask, applied) if m and a],
                                  n_bootstrap, seed)
                   for name, mask in result.slices().items()},
@@ -234,6 +239,24 @@ def write_pheval(folder: pathlib.Path, results: Sequence[BenchmarkResult]) -> in
         rows = [(rank, c.score, c.label, c.disease_id)
                 for rank, c in enumerate(output.candidates, 1) if c.disease_id]
         write_atomic(target / f"{stem}-pheval_disease_result.tsv", _tsv(rows, PHEVAL_COLUMNS))
+        count += 1
+  return count
+
+
+def write_responses(folder: pathlib.Path, results: Sequence[BenchmarkResult]) -> int:
+  """One JSON-lines file per (benchmark, method) that wrote text; returns how many."""
+  count = 0
+  for result in results:
+    for method in result.methods:
+      rows = [{"case_id": case.id, "gold_ids": list(case.gold_ids), "gold_rank": gold,
+               "well_formed": output.well_formed, "flags": list(output.flags),
+               "response": output.raw_text}
+              for case, output, gold in zip(result.benchmark.cases, method.outputs,
+                                            method.gold_ranks)
+              if output is not None and output.raw_text is not None]
+      if rows:
+        target = folder / safe_name(result.benchmark.name) / f"{safe_name(method.name)}.jsonl"
+        write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         count += 1
   return count
 
@@ -407,6 +430,22 @@ def _gap_table(methods: Mapping[str, dict]) -> list[str]:
           "| --- | --- | --- | --- | --- | --- | --- |", *lines]
 
 
+def _model_lines(methods: Mapping[str, dict]) -> list[str]:
+  """One line per model method: checkpoint, answer format, flags, training-knowledge check."""
+  lines = []
+  for name, m in methods.items():
+    config = m["config"]
+    if config.get("kind") != "model" or not m["n_applicable"]:
+      continue
+    flags = ", ".join(f"{k} {v}" for k, v in m["flags"].items()) or "none"
+    check = config.get("knowledge_check", {})
+    lines.append(f"- `{name}`: checkpoint `{config['checkpoint']}`; well-formed answers "
+                 f"{m['well_formed_rate']:.1%}; flagged answers: {flags}; training knowledge: "
+                 f"{check.get('status', 'unverified')} ({check.get('detail', 'not checked')}). "
+                 f"Confidence = {config['confidence']}.")
+  return lines + [""] if lines else []
+
+
 def markdown(doc: Mapping, plots: Mapping[str, Mapping[str, str]]) -> str:
   """The human-readable report."""
   prov = doc["provenance"]
@@ -430,6 +469,7 @@ def markdown(doc: Mapping, plots: Mapping[str, Mapping[str, str]]) -> str:
       lines += ["Oracle phenotypes vs concepts recognized in the note:", "", *gap, ""]
     for kind, path in plots.get(bench, {}).items():
       lines += [f"![{bench} {kind}]({path})", ""]
+    lines += _model_lines(methods)
     fusion = {n: m["config"] for n, m in methods.items() if "weights" in m["config"]}
     for name, config in fusion.items():
       lines.append(f"- `{name}`: weights {config['weights']}, k={config['k']}, chosen on "
@@ -489,6 +529,8 @@ def write_report(folder: str | os.PathLike, results: Sequence[BenchmarkResult],
   if pheval:
     write_pheval(folder / "pheval", results)
     paths["pheval"] = folder / "pheval"
+  if write_responses(folder / "responses", results):
+    paths["responses"] = folder / "responses"
   plots = write_plots(folder, doc)
   write_atomic(paths["report"], markdown(doc, plots))
   return paths

@@ -3,7 +3,8 @@
   python -m rarejax.evaluate.run \\
       --benchmark phenopackets:../shared/data/phenopacket-store/phenopacket-store-dev.zip:validation \\
       --benchmark texts:../shared/data/case-texts/dev --benchmark simulated:100:2 \\
-      --methods resnik,likelihood_ratio,case_knn,fusion --modes oracle,text --out results/eval
+      --methods resnik,likelihood_ratio,case_knn,fusion --modes oracle,text --out results/eval \\
+      [--checkpoint WORKDIR/sft/export]      # adds the model ('model.text') to the methods
 
 The protocol (DESIGN.md, "Honest evaluation"), all in one command:
   1. real benchmarks are read with the full knowledge (to map HPO ids and write notes);
@@ -14,7 +15,10 @@ The protocol (DESIGN.md, "Honest evaluation"), all in one command:
   4. fusion weights are chosen on an inner publication split of the training cases
      (`--tuning_fraction`), with those tuning publications excluded from the tuning knowledge
      too — never on the evaluated cases;
-  5. the unseen-disease slice is the cases whose gold disease has no training case.
+  5. the unseen-disease slice is the cases whose gold disease has no training case;
+  6. the model (`--checkpoint`) reads the same notes; its answers are grounded with the full
+     knowledge's names, and the report says whether its training knowledge excluded the
+     evaluated publications (model_method.knowledge_check) — train it under the same protocol.
 `evaluate` is the library entry point for any `methods.Method` (a model method included).
 """
 from __future__ import annotations
@@ -32,11 +36,15 @@ from rarejax import knowledge
 from rarejax.cases import Case, pmids, read_jsonl, split_by_publication
 from rarejax.evaluate import benchmarks as benchmarks_lib
 from rarejax.evaluate import concepts
+from rarejax.evaluate import generation
 from rarejax.evaluate import methods as methods_lib
+from rarejax.evaluate import model_method
 from rarejax.evaluate import report as report_lib
 from rarejax.knowledge import grounding
 
 TRAIN_KINDS = ("phenopackets", "jsonl")
+MODEL = "model"
+METHOD_NAMES = (MODEL, *methods_lib.CLASSICAL)
 
 
 def findings_count(case: Case, recognizer: concepts.ConceptRecognizer) -> int:
@@ -113,9 +121,11 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--benchmark", action="append", required=True,
                       help="KIND:ARGS, repeatable (see below)")
   parser.add_argument("--methods", default=",".join(methods_lib.CLASSICAL),
-                      help=f"comma-separated subset of {','.join(methods_lib.CLASSICAL)}")
+                      help=f"comma-separated subset of {','.join(METHOD_NAMES)} ('{MODEL}' is "
+                      "added when --checkpoint is given)")
   parser.add_argument("--modes", default=",".join(methods_lib.MODES),
-                      help=f"comma-separated subset of {','.join(methods_lib.MODES)}")
+                      help=f"comma-separated subset of {','.join(methods_lib.MODES)} (classical "
+                      "methods; the model always reads the note)")
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--train_cases", action="append", default=[],
                       help="extra training cases for kNN/fusion: phenopackets:PATH or jsonl:PATH")
@@ -135,6 +145,16 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--mondo_sssom", action="append", default=[],
                       help="MONDO exact-match SSSOM file (repeatable), for id equivalences")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  model = parser.add_argument_group("the model (with --checkpoint)")
+  model.add_argument("--checkpoint", default=None, help="a training stage's export folder")
+  model.add_argument("--vocabulary", default=None,
+                     help="the model's vocabulary (default: the one its metadata.json names)")
+  model.add_argument("--max_new_tokens", type=int, default=768, help="response tokens at most")
+  model.add_argument("--think_tokens", type=int, default=0,
+                     help="reasoning budget (0: none); the answer always follows")
+  model.add_argument("--model_batch_size", type=int, default=16, help="notes decoded at once")
+  model.add_argument("--max_cache_length", type=int, default=4096,
+                     help="tokens per row (prompt + response); longer notes are cut")
   return parser
 
 
@@ -215,13 +235,16 @@ def _load_inputs(args, specs: Sequence[benchmarks_lib.BenchmarkSpec], need_tunin
 def _validate(args, parser: argparse.ArgumentParser):
   """Checks the flags before anything is loaded; returns (specs, method names, modes)."""
   names, modes = _csv(args.methods), _csv(args.modes)
-  bad = ([f"method {n!r}" for n in names if n not in methods_lib.CLASSICAL] +
+  if args.checkpoint and MODEL not in names:
+    names.insert(0, MODEL)
+  bad = ([f"method {n!r}" for n in names if n not in METHOD_NAMES] +
          [f"mode {m!r}" for m in modes if m not in methods_lib.MODES])
   if bad:
-    parser.error(f"unknown {bad[0]}: methods are {','.join(methods_lib.CLASSICAL)}; modes are "
+    parser.error(f"unknown {bad[0]}: methods are {','.join(METHOD_NAMES)}; modes are "
                  f"{','.join(methods_lib.MODES)}")
   if not names or not modes or len(set(names)) < len(names) or len(set(modes)) < len(modes):
     parser.error("--methods and --modes need at least one distinct entry each")
+  _validate_model(args, parser, names)
   if not 0 < args.validation_fraction < 1 or not 0 < args.tuning_fraction < 1:
     parser.error("--validation_fraction and --tuning_fraction must be in (0, 1)")
   if args.top_k < 1 or args.limit < 0 or args.n_bootstrap < 1:
@@ -238,6 +261,36 @@ def _validate(args, parser: argparse.ArgumentParser):
   return specs, names, modes
 
 
+def _validate_model(args, parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+  """Checks the model flags and the export's files (cheap: nothing is loaded yet)."""
+  if MODEL not in names:
+    return
+  if not args.checkpoint:
+    parser.error(f"method '{MODEL}' needs --checkpoint (a training stage's export folder)")
+  if not 0 <= args.think_tokens < args.max_new_tokens or args.model_batch_size < 1:
+    parser.error("need 0 <= --think_tokens < --max_new_tokens and --model_batch_size >= 1")
+  try:
+    metadata = model_method.read_metadata(args.checkpoint)
+    model_method.vocabulary_path(args.checkpoint, metadata, args.vocabulary)
+  except (FileNotFoundError, ValueError) as err:
+    parser.error(str(err))
+
+
+def build_model_method(args, inputs: _Inputs) -> model_method.ModelMethod:
+  """The model as a method, grounding with the full knowledge, its training knowledge checked."""
+  model = model_method.load_model(args.checkpoint, args.vocabulary)
+  check = model_method.knowledge_check(model.metadata, inputs.kb_eval.version)
+  if check["status"] != "honest":
+    print(f"warning: model training knowledge is {check['status']}: {check['detail']}",
+          file=sys.stderr)
+  config = generation.GenerationConfig(max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                       think_tokens=args.think_tokens)
+  return model_method.ModelMethod(
+      model, grounding.GroundingIndex.from_knowledge(inputs.kb_full), config, top_k=args.top_k,
+      batch_size=args.model_batch_size, max_cache_length=args.max_cache_length,
+      notes={"knowledge_check": check})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
@@ -246,8 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs = _load_inputs(args, specs, need_tuning="fusion" in names)
     recognizer = concepts.ConceptRecognizer.from_knowledge(
         inputs.kb_eval, concepts.RecognizerConfig(related=args.related_synonyms))
-    methods = methods_lib.classical_methods(inputs.kb_eval, names, modes, inputs.train,
-                                            inputs.tuning, recognizer, args.seed, args.top_k)
+    classical = [n for n in names if n != MODEL]
+    methods = [build_model_method(args, inputs)] if MODEL in names else []
+    if classical:
+      methods += methods_lib.classical_methods(inputs.kb_eval, classical, modes, inputs.train,
+                                               inputs.tuning, recognizer, args.seed, args.top_k)
   except (FileNotFoundError, ValueError) as err:
     parser.error(str(err))
   equivalence = grounding.IdEquivalence({d.id: d.xrefs for d in inputs.kb_full.diseases.values()})

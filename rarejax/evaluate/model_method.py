@@ -1,0 +1,278 @@
+"""The reasoning model as a diagnosis method: an exported checkpoint reads each note and answers.
+
+  model = load_model("runs/quickstart/sft/export")           # params + vocabulary from metadata
+  method = ModelMethod(model, GroundingIndex.from_knowledge(kb))
+  outputs = method.rank(cases)       # MethodOutputs, judged like any ranker's (methods.py)
+  diagnoses = method.diagnose([note])   # the same without gold: candidates, reasoning, response
+
+Prompts are the training prompts (format.build_prompt, differential task, `top_k` candidates);
+a note too long for the cache is cut at its end (flagged 'note_cut'). Answers come from
+the shared sampler (greedy by default, batched; generation.py, thinking budget included) and go
+through the shared grader's grounding (grader.ground_entries): entries are grounded to disease
+ids by written id, name or synonym, repeats collapse, and the first `top_k` distinct diseases
+are the candidates, scored 1/rank and labelled with the knowledge base's primary names.
+
+Confidence (the calibration plot): the first candidate carries the probability the model gave
+its whole first answer line ('1. Name (ID)'), exp(sum of the line's token log-probs) — the
+chance that, at that point, it names this disease first. Other candidates carry none, so the
+calibration is top-1 calibration. Forced tokens count with probability 1.
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import math
+import pathlib
+from typing import Any, Mapping, Sequence
+
+from rarejax import knowledge
+from rarejax.cases import Case
+from rarejax.data import format as format_lib
+from rarejax.evaluate import generation
+from rarejax.evaluate import grader as grader_lib
+from rarejax.evaluate import methods as methods_lib
+from rarejax.model.config import ModelConfig
+from rarejax.sample import Sampler
+from rarejax.train import stage as train_stage_lib
+
+DEFAULT_GENERATION = generation.GenerationConfig(max_new_tokens=768)
+CACHE_STEP = 256  # cache lengths are rounded up to a multiple of this (few compiled shapes)
+CONFIDENCE = "probability of the first answer line (top-1 calibration)"
+EXPORT_HINT = ("--checkpoint takes the export folder of a training stage, e.g. WORKDIR/sft/export, "
+               "holding metadata.json and params/")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  """An exported checkpoint ready to sample from."""
+  export_dir: pathlib.Path
+  config: ModelConfig
+  params: Any
+  vocabulary: Any  # a seqio Vocabulary (generation.Tokenizer)
+  vocabulary_path: pathlib.Path
+  metadata: Mapping[str, Any]
+
+
+def read_metadata(export_dir: str | pathlib.Path) -> dict[str, Any]:
+  """The export's metadata.json (cheap: checks the folder before anything heavy is loaded).
+
+  Raises:
+    FileNotFoundError: no such folder, or it is not a params export.
+    ValueError: metadata.json is unreadable or has no model_config.
+  """
+  path = pathlib.Path(export_dir)
+  if not path.is_dir():
+    raise FileNotFoundError(f"checkpoint not found: {path} ({EXPORT_HINT})")
+  meta_path = path / "metadata.json"
+  if not meta_path.is_file() or not (path / "params").is_dir():
+    raise FileNotFoundError(f"{path} is not a params export: metadata.json or params/ is "
+                            f"missing ({EXPORT_HINT})")
+  try:
+    metadata = json.loads(meta_path.read_text("utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    raise ValueError(f"{meta_path} is not valid JSON ({err}); re-export the checkpoint") from None
+  if not isinstance(metadata, dict) or not isinstance(metadata.get("model_config"), dict):
+    raise ValueError(f"{meta_path} has no 'model_config' object; re-export the checkpoint")
+  return metadata
+
+
+def vocabulary_path(export_dir: str | pathlib.Path, metadata: Mapping[str, Any],
+                    override: str | pathlib.Path | None = None) -> pathlib.Path:
+  """The vocabulary the model was trained with: `override`, else the one metadata names."""
+  raw = override or metadata.get("vocabulary")
+  if not raw:
+    raise ValueError(f"{export_dir}/metadata.json names no vocabulary: pass --vocabulary (the "
+                     "SentencePiece .model or tokenizer.json the model was trained with)")
+  path = pathlib.Path(raw)
+  if not path.exists():
+    named = "given" if override else f"named by {export_dir}/metadata.json"
+    raise FileNotFoundError(f"vocabulary not found: {path} ({named}); pass --vocabulary PATH")
+  return path
+
+
+def load_model(export_dir: str | pathlib.Path,
+               vocabulary: str | pathlib.Path | None = None) -> LoadedModel:
+  """Params, config and vocabulary of an export (rarejax.train.checkpoint.export_params)."""
+  # The vocabulary module imports TensorFlow (seqio); only a model evaluation needs it.
+  from rarejax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+  export_dir = pathlib.Path(export_dir)
+  metadata = read_metadata(export_dir)
+  vocab_path = vocabulary_path(export_dir, metadata, vocabulary)
+  vocab = vocab_lib.load_vocabulary(vocab_path)
+  config = ModelConfig(**metadata["model_config"])
+  if vocab.vocab_size > config.vocab_size:
+    raise ValueError(f"vocabulary {vocab_path} has {vocab.vocab_size} pieces but the model in "
+                     f"{export_dir} embeds only {config.vocab_size}: wrong --vocabulary?")
+  params = train_stage_lib.load_exported_params(export_dir, config)
+  return LoadedModel(export_dir, config, params, vocab, vocab_path, metadata)
+
+
+def knowledge_check(metadata: Mapping[str, Any], evaluation: knowledge.VersionStamp
+                    ) -> dict[str, str]:
+  """Whether the checkpoint was trained with the publications under evaluation excluded.
+
+  Exports record the exclusion list by count and hash only, so the check is: nothing evaluated
+  from publications, or the same hash → 'honest'; fewer publications excluded than evaluated →
+  'not_honest'; else 'unverified' (e.g. a --limit run evaluates part of what training excluded).
+  """
+  trained = metadata.get("knowledge") or {}
+  wanted = evaluation.as_dict()
+  n_trained, n_wanted = trained.get("n_excluded_pmids", 0), wanted["n_excluded_pmids"]
+  if not n_wanted:
+    return {"status": "honest", "detail": "no evaluated publication to exclude"}
+  if "excluded_pmids_sha256" not in trained:
+    return {"status": "unverified", "detail": "the export records no knowledge stamp"}
+  if trained["excluded_pmids_sha256"] == wanted["excluded_pmids_sha256"]:
+    return {"status": "honest", "detail": f"trained with the same {n_wanted} publications "
+                                          "excluded"}
+  if n_trained < n_wanted:
+    return {"status": "not_honest", "detail": f"trained with {n_trained} publications excluded "
+                                              f"from its knowledge, {n_wanted} are evaluated"}
+  return {"status": "unverified", "detail": f"trained with a different exclusion list "
+                                            f"({n_trained} publications; {n_wanted} evaluated)"}
+
+
+def _token_range(vocabulary: generation.Tokenizer, tokens: Sequence[int], start: int,
+                 end: int) -> tuple[int, int]:
+  """Tokens [first, last) whose text overlaps characters [start, end) of decode(tokens).
+
+  Binary search over decoded prefix lengths (a byte-fallback piece splitting a character may
+  shift a bound by one token).
+  """
+  def length(n: int) -> int:
+    return len(vocabulary.decode(list(tokens[:n])))
+
+  positions = range(len(tokens))
+  first = bisect.bisect_left(positions, True, key=lambda n: length(n + 1) > start)
+  last = bisect.bisect_left(positions, True, key=lambda n: length(n) >= end)
+  return first, max(last, first + 1)
+
+
+def first_entry_confidence(vocabulary: generation.Tokenizer, response: generation.Response,
+                           parsed: format_lib.ParsedAnswer) -> float | None:
+  """Probability of the first answer line's tokens (module docstring); None without entries."""
+  if not parsed.entries or not response.tokens:
+    return None
+  line = parsed.entries[0].raw_line.strip()
+  answer_at = response.text.rfind(format_lib.ANSWER_OPEN)
+  start = (response.text.find(line, answer_at) if answer_at >= 0 else
+           response.text.rfind(line))  # without tags the parser reads the last list
+  if start < 0 or not line:
+    return None
+  first, last = _token_range(vocabulary, response.tokens, start, start + len(line))
+  return math.exp(sum(response.logprobs[first:last]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+  """The model's answer to one note.
+
+  Attributes:
+    response: the generated text with tokens and log-probs.
+    parsed: what the one parser read from it (reasoning, entries, problems).
+    ranked: the first top_k distinct entries with their groundings (grader.ground_entries).
+    candidates: the same as evaluation candidates (ids, labels, scores, confidence).
+    note_cut: the note was cut to fit the cache.
+  """
+  response: generation.Response
+  parsed: format_lib.ParsedAnswer
+  ranked: tuple[grader_lib.GroundedEntry, ...]
+  candidates: tuple[methods_lib.Candidate, ...]
+  note_cut: bool = False
+
+
+class ModelMethod:
+  """An exported model as an evaluation method (see the module docstring).
+
+  Args:
+    model: the loaded export.
+    index: grounding of written names/ids (use the full knowledge: names are not case data).
+    generation_config: decoding settings (greedy, 768 tokens by default).
+    top_k: candidates kept (and asked for in the prompt).
+    batch_size: rows decoded at once.
+    max_cache_length: cache slots per row at most (prompt + response); longer notes are cut.
+    grader_config: how entries' alternatives count (GraderConfig.match_alternatives).
+    name: the method's name in reports.
+    notes: extra entries for `config` (e.g. the knowledge check).
+  """
+
+  def __init__(self, model: LoadedModel, index: knowledge.GroundingIndex,
+               generation_config: generation.GenerationConfig = DEFAULT_GENERATION, *,
+               top_k: int = 10, batch_size: int = 16, max_cache_length: int = 4096,
+               grader_config: grader_lib.GraderConfig = grader_lib.GraderConfig(),
+               name: str = "model.text", notes: Mapping[str, Any] | None = None):
+    if top_k < 1 or batch_size < 1:
+      raise ValueError(f"ModelMethod needs top_k >= 1 and batch_size >= 1, got {top_k}, "
+                       f"{batch_size}")
+    self.model = model
+    self.index = index
+    self.generation = generation_config
+    self.top_k = top_k
+    self.batch_size = batch_size
+    self.grader_config = grader_config
+    self.name = name
+    self.notes = dict(notes or {})
+    self.after_prompt = generation.tokens_after_prompt(model.vocabulary, generation_config)
+    self.max_cache_length = max_cache_length
+    if max_cache_length <= self.after_prompt + 1:
+      raise ValueError(f"max_cache_length={max_cache_length} leaves no room for a prompt: "
+                       f"the response alone needs {self.after_prompt} slots")
+    self._samplers: dict[int, Sampler] = {}
+
+  @property
+  def config(self) -> dict[str, Any]:
+    """What reports record about the method."""
+    return {"kind": "model", "checkpoint": str(self.model.export_dir),
+            "vocabulary": str(self.model.vocabulary_path),
+            "model_config": self.model.config.to_dict(),
+            "generation": dataclasses.asdict(self.generation), "top_k": self.top_k,
+            "max_cache_length": self.max_cache_length, "confidence": CONFIDENCE,
+            "training_knowledge": self.model.metadata.get("knowledge"), **self.notes}
+
+  def applies(self, case: Case) -> bool:
+    return bool(case.note.strip())
+
+  def _sampler(self, longest_prompt: int) -> Sampler:
+    """A sampler whose cache fits the prompt and response (lengths rounded up to CACHE_STEP)."""
+    needed = longest_prompt + self.after_prompt
+    length = min(self.max_cache_length, -(-needed // CACHE_STEP) * CACHE_STEP)
+    if length not in self._samplers:
+      self._samplers[length] = Sampler(
+          self.model.config, cache_length=length, max_batch_size=self.batch_size,
+          pad_id=getattr(self.model.vocabulary, "pad_id", 0))
+    return self._samplers[length]
+
+  def diagnose(self, notes: Sequence[str]) -> list[Diagnosis]:
+    """Generates and grounds an answer for each note (no gold needed)."""
+    vocabulary = self.model.vocabulary
+    room = self.max_cache_length - self.after_prompt
+    fitted = [generation.fit_prompt(vocabulary, note, room, self.top_k) for note in notes]
+    prompts = [prompt for prompt, _ in fitted]
+    longest = max(len(generation.prompt_ids(vocabulary, p)) for p in prompts)
+    responses = generation.generate_responses(self._sampler(longest), self.model.params,
+                                              vocabulary, prompts, self.generation)
+    return [self.read(response, cut) for response, (_, cut) in zip(responses, fitted)]
+
+  def read(self, response: generation.Response, note_cut: bool = False) -> Diagnosis:
+    """Parses and grounds one response into top_k candidates (the grader's grounding rules)."""
+    parsed = format_lib.parse_response(response.text)
+    ranked = grader_lib.ground_entries(parsed.entries, self.index)[:self.top_k]
+    confidences = None
+    if ranked:
+      confidences = [first_entry_confidence(self.model.vocabulary, response, parsed)]
+      confidences += [None] * (len(ranked) - 1)
+    candidates = methods_lib.graded_candidates(ranked, confidences, self.grader_config,
+                                               self.index.primary_names)
+    return Diagnosis(response, parsed, ranked, candidates, note_cut)
+
+  def output(self, case: Case, diagnosis: Diagnosis) -> methods_lib.MethodOutput:
+    """The diagnosis of a case as a MethodOutput (its gold rank is the grader's, within top_k)."""
+    flags = (("note_cut",) if diagnosis.note_cut else ()) + (
+        ("answer_forced",) if diagnosis.response.forced_answer else ())
+    return methods_lib.MethodOutput(case.id, diagnosis.candidates,
+                                    raw_text=diagnosis.response.text,
+                                    well_formed=diagnosis.parsed.well_formed, flags=flags)
+
+  def rank(self, cases: Sequence[Case]) -> list[methods_lib.MethodOutput]:
+    return [self.output(case, d) for case, d in zip(cases, self.diagnose([c.note for c in cases]))]
