@@ -1,0 +1,427 @@
+"""The RL stage ('rl'): DAPO under the dual-level curriculum, from the previous export to a new one.
+
+One step: the curriculum draws prompts_per_step prompts; the rollout samples G responses each
+(shared sampler) and scores them (shared grader); dynamic sampling drops groups whose rewards
+are all equal and draws again (at most max_draws rounds); the kept groups' group-relative
+advantages feed updates_per_step DAPO updates (the shared train step). Before the first step
+the curriculum measures every case's pass rate (G samples) per task level, and re-measures the
+current level every refresh_every steps.
+
+Resumable like the training loop: checkpoints every checkpoint_every steps hold the TrainState
+and, in their metadata, the curriculum's pass rates; rollouts and draws are seeded by (seed,
+step), so a resumed run repeats an uninterrupted one. SIGTERM saves and raises StagePreempted
+(run again to resume); a non-finite loss stops before saving. The end writes <folder>/export.
+
+Metrics (<folder>/metrics.jsonl and TensorBoard), every log_every steps:
+  rl/reward, rl/reward_<term>          means over every sample drawn in the step (rewards.TERMS)
+  rl/pass_rate, rl/pass_rate_tier<k>   share of passing samples, overall and per difficulty tier
+  rl/dropped_group_fraction            drawn groups dropped for all-equal rewards
+  rl/kept_groups, rl/draws             groups trained on, rollout rounds used
+  rl/response_length, rl/truncated_fraction
+  rl/rollout_tokens_per_s              sampled tokens / sampler wall time
+  rl/{rollout,grade,update}_seconds, rl/seconds_per_step
+  train/{loss,pg_loss,clip_fraction,entropy,ratio_mean,kl,grad_norm,learning_rate,updated}
+  curriculum/task, curriculum/tier     the phase (task index in task_order; -1 when shuffled)
+and at each measurement curriculum/<task>/pass_rate and curriculum/<task>/tier<k>_cases.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import pathlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gin
+import jax
+import numpy as np
+import seqio
+import tqdm
+
+from rarejax import knowledge
+from rarejax import pipeline
+from rarejax.data import batches as batches_lib
+from rarejax.evaluate import generation
+from rarejax.model.config import ModelConfig
+from rarejax.parallel import mesh as mesh_lib
+from rarejax.rl import curriculum as curriculum_lib
+from rarejax.rl import dapo
+from rarejax.rl import rewards as rewards_lib
+from rarejax.rl import rollout as rollout_lib
+from rarejax.sample import Sampler
+from rarejax.train import checkpoint as checkpoint_lib
+from rarejax.train import loop as loop_lib
+from rarejax.train import optimizer, writers
+from rarejax.train import stage as train_stage_lib
+
+EvalFn = Callable[[Any, int], Mapping[str, float]]
+PROMPT_ROLES = {"differential": "prompts", "final": "prompts_final"}  # data.stage task roles
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RLConfig:
+  """How long and how observably the RL stage runs.
+
+  Attributes:
+    num_steps: RL steps (one rollout batch each); a resumed run continues up to this.
+    prompts_per_step: groups per batch (each of RolloutConfig.group_size samples).
+    max_draws: rollout rounds per step at most (dynamic sampling's refill bound).
+    updates_per_step: optimizer updates per batch (equal minibatches of its rows).
+    num_microbatches: gradient accumulation within an update.
+    pool_size: training cases the curriculum draws from (seeded subset; 0 = all).
+    length_multiple: training rows are padded to a multiple of this (one compile).
+    log_every, eval_every, checkpoint_every: steps between metric rows, evaluations (0: only
+      at the end) and checkpoints (plus one at the end and on SIGTERM).
+    keep_checkpoints, async_checkpoints: checkpoint retention and background writing.
+    seed: rollout, draw and shuffle seed.
+    mesh_shape: (data, fsdp, tensor); one entry may be -1.
+  """
+  num_steps: int = 20
+  prompts_per_step: int = 8
+  max_draws: int = 3
+  updates_per_step: int = 1
+  num_microbatches: int = 1
+  pool_size: int = 64
+  length_multiple: int = 64
+  log_every: int = 1
+  eval_every: int = 0
+  checkpoint_every: int = 10
+  keep_checkpoints: int = 2
+  async_checkpoints: bool = True
+  seed: int = 0
+  mesh_shape: tuple[int, int, int] = (-1, 1, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """A training case: its id, gold disease ids and prompt token ids per task level."""
+  case_id: str
+  gold_ids: tuple[str, ...]
+  prompt_ids: Mapping[str, tuple[int, ...]]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+  """Every configuration of a run (the defaults are the classes' own, not gin's)."""
+  rl: RLConfig = RLConfig()
+  rollout: rollout_lib.RolloutConfig = rollout_lib.RolloutConfig()
+  dapo: dapo.DapoConfig = dapo.DapoConfig()
+  curriculum: curriculum_lib.CurriculumConfig = curriculum_lib.CurriculumConfig()
+  optimizer: optimizer.OptimizerConfig = optimizer.OptimizerConfig()
+
+
+def _key(seed: int, *path: int) -> jax.Array:
+  """A PRNG key for (seed, path...): the same path always gives the same key."""
+  key = jax.random.key(seed)
+  for value in path:
+    key = jax.random.fold_in(key, value)
+  return key
+
+
+def run_rl(*, workdir: str | pathlib.Path, model_config: ModelConfig, init_params: Any,
+           cases: Sequence[Case], tokenizer: generation.Tokenizer,
+           reward_fn: rollout_lib.RewardFn, pad_id: int, settings: Settings = Settings(),
+           eval_fn: EvalFn | None = None, metadata: Mapping[str, Any] | None = None,
+           progress: bool = True) -> dict[str, Any]:
+  """Runs (or resumes) RL in `workdir` and exports the policy; returns the stage result.
+
+  Args:
+    workdir: the stage folder (checkpoints/, metrics.jsonl, export/).
+    model_config, init_params: the policy to start from (the previous stage's export).
+    cases: the cases the curriculum draws from (prompts of every task level in
+      settings.curriculum.task_order).
+    tokenizer: decodes responses; names EOS / `</answer>` as stop ids.
+    reward_fn: rewards of the samples (rewards.GraderRewards).
+    pad_id: padding token id.
+    settings: configurations.
+    eval_fn: (params, step) -> held-out metrics, run every eval_every steps and at the end.
+    metadata: recorded with checkpoints and the export (vocabulary, knowledge version).
+    progress: show a progress bar with ETA.
+
+  Raises:
+    train.stage.StagePreempted: SIGTERM arrived; the checkpoint of the current step is saved.
+    train.loop.NonFiniteLossError: the loss turned NaN/Inf; nothing was saved for that step.
+  """
+  workdir = pathlib.Path(workdir)
+  config = settings.rl
+  missing = [t for t in settings.curriculum.task_order for c in cases if t not in c.prompt_ids]
+  if not cases or missing:
+    raise ValueError(f"RL needs cases with prompts for the task levels "
+                     f"{settings.curriculum.task_order}; got {len(cases)} cases, missing "
+                     f"{sorted(set(missing))}.")
+  metadata = {"model_config": model_config.to_dict(), **(metadata or {})}
+  checkpointer = checkpoint_lib.Checkpointer(workdir / "checkpoints",
+                                             max_to_keep=config.keep_checkpoints,
+                                             async_save=config.async_checkpoints)
+  with checkpointer, writers.MetricWriter(workdir) as writer, \
+      loop_lib._preemption_notice() as preempted:  # pylint: disable=protected-access
+    run = _Run(model_config, init_params, cases, tokenizer, reward_fn, pad_id, settings,
+               checkpointer, writer, metadata, eval_fn, progress)
+    stopped = run.loop(preempted)
+    params = jax.device_get(run.learner.params)
+  if stopped != "completed":
+    raise train_stage_lib.StagePreempted(
+        f"RL in {workdir} stopped at step {run.step} ({stopped}); its checkpoint is saved: run "
+        "the same command again to resume.")
+  export = workdir / pipeline.EXPORT_DIR
+  checkpoint_lib.export_params(export, params, metadata)
+  return {"export": str(export), "steps": run.step, "stopped": stopped,
+          "train": run.last_metrics, "eval": run.eval_metrics,
+          "curriculum": run.curriculum.state_dict(), "model_config": model_config.to_dict(),
+          "summary": f"reward {run.last_metrics.get('rl/reward', math.nan):.3f}"
+                     + "".join(f", {k} {v:.3f}" for k, v in run.eval_metrics.items()
+                               if k in ("top1", "top10"))}
+
+
+class _Run:
+  """One RL run's state and step logic (kept out of run_rl so each piece reads on its own)."""
+
+  def __init__(self, model_config, init_params, cases, tokenizer, reward_fn, pad_id,
+               settings: Settings, checkpointer, writer, metadata, eval_fn, progress):
+    config = self.config = settings.rl
+    self.settings, self.cases, self.pad_id = settings, list(cases), pad_id
+    self.checkpointer, self.writer, self.metadata, self.eval_fn = (checkpointer, writer,
+                                                                   metadata, eval_fn)
+    mesh = mesh_lib.make_mesh(*config.mesh_shape)
+    self.learner = rollout_lib.Learner(
+        model_config=model_config, optimizer_config=settings.optimizer,
+        dapo_config=settings.dapo, init_params=init_params, mesh=mesh,
+        num_microbatches=config.num_microbatches, updates_per_step=config.updates_per_step,
+        seed=config.seed)
+    group, new = settings.rollout.group_size, settings.rollout.max_new_tokens
+    longest = max(len(ids) for case in self.cases for ids in case.prompt_ids.values())
+    sampler = Sampler(model_config, cache_length=longest + new + 1,
+                      max_batch_size=config.prompts_per_step * group, pad_id=pad_id, mesh=mesh)
+    self.rollout = rollout_lib.Rollout(sampler, tokenizer, reward_fn, settings.rollout)
+    self.length = -(-(longest + new - 1) // config.length_multiple) * config.length_multiple
+    self.curriculum = curriculum_lib.Curriculum(settings.curriculum, len(self.cases),
+                                                config.num_steps)
+    self.last_metrics: dict[str, float] = {}
+    self.eval_metrics: dict[str, float] = {}
+    if checkpointer.all_steps():
+      restored = self.learner.restore(checkpointer)
+      self.curriculum.load_state_dict(restored["curriculum"])
+      logging.info("RL resumed at step %d from %s", self.step, checkpointer.directory)
+    elif self.curriculum.measures_tiers:
+      for task in settings.curriculum.task_order:
+        self.measure(task, 0)
+    self.bar = tqdm.tqdm(total=config.num_steps, initial=self.step, unit="step",
+                         dynamic_ncols=True, disable=not progress or jax.process_index() != 0)
+
+  @property
+  def step(self) -> int:
+    """RL steps completed."""
+    return self.learner.step // self.config.updates_per_step
+
+  def loop(self, preempted: Callable[[int], bool]) -> str:
+    """Runs the remaining steps; returns 'completed' or 'preempted' (SIGTERM, saved)."""
+    while self.step < self.config.num_steps:
+      step = self.step
+      if self.curriculum.refresh_due(step):
+        self.measure(self.curriculum.task_at(step), step)
+      metrics = self.train_step(step)
+      self.record(step + 1, metrics)
+      done = step + 1 == self.config.num_steps
+      stop = preempted(step + 1)
+      if self.config.eval_every and (step + 1) % self.config.eval_every == 0 and not done:
+        self.evaluate(step + 1)
+      if (step + 1) % self.config.checkpoint_every == 0 or stop or done:
+        self.save()
+      if stop:
+        logging.warning("SIGTERM: RL checkpoint saved at step %d; stopping.", step + 1)
+        self.finish()
+        return "preempted"
+    self.evaluate(self.step)
+    self.finish()
+    return "completed"
+
+  def prompts(self, draws: Sequence[curriculum_lib.Draw]) -> list[rollout_lib.Prompt]:
+    return [rollout_lib.Prompt(ids=self.cases[d.case].prompt_ids[d.task],
+                               gold_ids=self.cases[d.case].gold_ids, task=d.task) for d in draws]
+
+  def measure(self, task: str, step: int) -> None:
+    """Pass rate of every case at `task` over G samples of the current policy -> tiers."""
+    n = self.config.prompts_per_step
+    rates = []
+    for chunk_index, start in enumerate(range(0, len(self.cases), n)):
+      cases = list(range(start, min(start + n, len(self.cases))))
+      padded = cases + [cases[0]] * (n - len(cases))  # one compiled batch shape
+      draws = [curriculum_lib.Draw(task=task, case=c, tier=-1, replay=False) for c in padded]
+      samples = self.rollout(self.learner.params, self.prompts(draws),
+                             _key(self.config.seed, step, 1, chunk_index))
+      rates.append(samples.pass_rates()[:len(cases)])
+    self.curriculum.set_pass_rates(task, np.concatenate(rates))
+    tiers = self.curriculum.tiers(task)
+    summary = {f"curriculum/{task}/tier{k}_cases": int((tiers == k).sum())
+               for k in range(self.settings.curriculum.num_tiers)}
+    summary[f"curriculum/{task}/pass_rate"] = float(self.curriculum.pass_rates[task].mean())
+    self.writer.write(step, summary)
+    logging.info("RL step %d: %s pass rates measured: %s", step, task, summary)
+
+  def train_step(self, step: int) -> dict[str, float]:
+    """Draws, rolls out, refills, updates; returns the step's metrics."""
+    start = time.perf_counter()
+    group = self.settings.rollout.group_size
+    n = self.config.prompts_per_step
+
+    def draw(round_index: int):
+      draws = self.curriculum.draw(step, n, np.random.default_rng([self.config.seed, step,
+                                                                   round_index]))
+      samples = self.rollout(self.learner.params, self.prompts(draws),
+                             _key(self.config.seed, step, 0, round_index))
+      return draws, samples
+
+    filled = dapo.dynamic_sampling(draw, lambda d: d[1].rewards.total, group, n,
+                                   self.config.max_draws)
+    rolled = time.perf_counter()
+    batch = rollout_lib.learner_batch(self._kept_rows(filled), rows=n * group,
+                                      length=self.length, pad_id=self.pad_id,
+                                      temperature=self.settings.rollout.temperature)
+    train = self.learner.update(batch, np.random.default_rng([self.config.seed, step, 2]))
+    if train.get("updated") and not math.isfinite(train["loss"]):
+      saved = self.checkpointer.all_steps()
+      raise loop_lib.NonFiniteLossError(
+          f"loss is {train['loss']} at RL step {step + 1}; stopped without saving. Last good "
+          f"checkpoint: {f'update {saved[-1]}' if saved else 'none'} in "
+          f"{self.checkpointer.directory}. Lower the learning rate.")
+    end = time.perf_counter()
+    metrics = self._rollout_metrics(step, filled)
+    metrics.update({f"train/{k}": v for k, v in train.items()})
+    metrics.update({"rl/rollout_seconds": rolled - start, "rl/update_seconds": end - rolled,
+                    "rl/seconds_per_step": end - start})
+    return metrics
+
+  def _kept_rows(self, filled: dapo.Filled) -> list[tuple[rollout_lib.Samples, np.ndarray,
+                                                         np.ndarray]]:
+    """(samples, rows of the kept groups, their advantages) of each draw that kept a group."""
+    group = self.settings.rollout.group_size
+    pieces = []
+    for index, (_, samples) in enumerate(filled.draws):
+      groups = np.array([g for d, g in filled.kept if d == index], np.int64)
+      if groups.size:
+        rows = (groups[:, None] * group + np.arange(group)).reshape(-1)
+        advantages = dapo.group_advantages(samples.rewards.total, group,
+                                           self.settings.dapo.advantage_eps)
+        pieces.append((samples, rows, advantages[rows]))
+    return pieces
+
+  def _rollout_metrics(self, step: int, filled: dapo.Filled) -> dict[str, float]:
+    """Reward terms, pass rates (overall and per tier), lengths, speed and curriculum phase."""
+    group = self.settings.rollout.group_size
+    all_samples = [s for _, s in filled.draws]
+    rewards = rewards_lib.Rewards.concatenate([s.rewards for s in all_samples])
+    tiers = np.repeat([d.tier for draws, _ in filled.draws for d in draws], group)
+    lengths = np.concatenate([s.lengths for s in all_samples])
+    sample_seconds = sum(s.sample_seconds for s in all_samples)
+    metrics = {"rl/reward": float(rewards.total.mean()),
+               **{f"rl/reward_{k}": float(v.mean()) for k, v in rewards.terms.items()},
+               "rl/pass_rate": float(rewards.passed.mean()),
+               **{f"rl/pass_rate_tier{k}": float(rewards.passed[tiers == k].mean())
+                  for k in sorted(set(tiers.tolist())) if k >= 0},
+               "rl/dropped_group_fraction": filled.dropped_fraction,
+               "rl/kept_groups": float(len(filled.kept)), "rl/draws": float(len(filled.draws)),
+               "rl/response_length": float(lengths.mean()),
+               "rl/truncated_fraction": float(np.concatenate(
+                   [s.truncated for s in all_samples]).mean()),
+               "rl/rollout_tokens_per_s": float(lengths.sum() / max(sample_seconds, 1e-9)),
+               "rl/grade_seconds": sum(s.grade_seconds for s in all_samples)}
+    task, tier = self.curriculum.phase(step) if self.curriculum.measures_tiers else (None, -1)
+    order = self.settings.curriculum.task_order
+    metrics["curriculum/task"] = float(order.index(task)) if task else -1.0
+    metrics["curriculum/tier"] = float(tier)
+    return metrics
+
+  def record(self, step: int, metrics: dict[str, float]) -> None:
+    self.last_metrics = metrics
+    self.bar.update(step - self.bar.n)
+    self.bar.set_postfix(reward=f"{metrics['rl/reward']:.3f}",
+                         kept=f"{metrics['rl/kept_groups']:.0f}",
+                         s_step=f"{metrics['rl/seconds_per_step']:.1f}", refresh=False)
+    if step % self.config.log_every == 0 or step == self.config.num_steps:
+      self.writer.write(step, metrics)
+
+  def evaluate(self, step: int) -> None:
+    if self.eval_fn is None:
+      return
+    self.eval_metrics = {k: float(v) for k, v in self.eval_fn(self.learner.params, step).items()}
+    self.writer.write(step, {f"eval/{k}": v for k, v in self.eval_metrics.items()})
+    logging.info("RL eval at step %d: %s", step, self.eval_metrics)
+
+  def save(self) -> None:
+    if self.learner.step not in self.checkpointer.all_steps():
+      self.checkpointer.save(self.learner.state,
+                             {**self.metadata, "curriculum": self.curriculum.state_dict()},
+                             force=True)
+
+  def finish(self) -> None:
+    self.save()
+    self.checkpointer.wait()
+    self.bar.close()
+
+
+def load_cases(names: Mapping[str, str], vocabulary: generation.Tokenizer,
+               tasks: Sequence[str], pool_size: int, seed: int) -> list[Case]:
+  """A seeded subset of `pool_size` simulated 'train' cases (0: all), with prompts per level."""
+  everything = seqio.ShardInfo(index=0, num_shards=1)  # every host draws from the same pool
+  examples = {task: list(batches_lib.get_examples(names[PROMPT_ROLES[task]], "train",
+                                                  shard_info=everything))
+              for task in tasks}
+  first = examples[tasks[0]]
+  for task in tasks[1:]:
+    if [e["case_id"] for e in examples[task]] != [e["case_id"] for e in first]:
+      raise ValueError(f"the {PROMPT_ROLES[task]!r} and {PROMPT_ROLES[tasks[0]]!r} tasks list "
+                       "different cases; rebuild the data stage.")
+  chosen = range(len(first))
+  if 0 < pool_size < len(first):
+    chosen = sorted(np.random.default_rng(seed).choice(len(first), pool_size, replace=False))
+  return [Case(case_id=first[i]["case_id"], gold_ids=tuple(first[i]["gold_ids"]),
+               prompt_ids={t: tuple(generation.prompt_ids(vocabulary,
+                                                          examples[t][i]["inputs_pretokenized"]))
+                           for t in tasks})
+          for i in chosen]
+
+
+@gin.configurable(denylist=["ctx"])
+def rl_stage(ctx: pipeline.StageContext, *, config: RLConfig | None = None,
+             rollout_config: rollout_lib.RolloutConfig | None = None,
+             dapo_config: dapo.DapoConfig | None = None,
+             curriculum_config: curriculum_lib.CurriculumConfig | None = None,
+             reward_config: rewards_lib.RewardConfig | None = None,
+             optimizer_config: optimizer.OptimizerConfig | None = None) -> dict:
+  """The pipeline stage: RL from the previous stage's export on the experiment's train cases.
+
+  Every argument is gin-provided (scope rl/); None builds the class in the rl/ gin scope.
+  Held-out evaluation uses stages.make_eval_fn (`rl/make_eval_fn.num_cases = 0` disables it).
+  """
+  from rarejax import stages  # pylint: disable=g-import-not-at-top  (stages imports this module)
+  settings = Settings(rl=config or RLConfig(),  # built here: gin applies its rl/ bindings
+                      rollout=rollout_config or rollout_lib.RolloutConfig(),
+                      dapo=dapo_config or dapo.DapoConfig(),
+                      curriculum=curriculum_config or curriculum_lib.CurriculumConfig(),
+                      optimizer=optimizer_config or optimizer.OptimizerConfig())
+  export = ctx.previous_export()
+  if export is None:
+    raise ValueError("the rl stage starts from an earlier stage's export (cpt, sft or "
+                     "import_hf); none of the stages before it wrote one.")
+  kb, data, names = stages.experiment_data(ctx.workdir)
+  vocabulary = data.vocabulary()
+  model_config = ModelConfig(**json.loads((export / "metadata.json").read_text())["model_config"])
+  cases = load_cases(names, vocabulary, settings.curriculum.task_order, settings.rl.pool_size,
+                     settings.rl.seed)
+  reward_fn = rewards_lib.GraderRewards(knowledge.GroundingIndex.from_knowledge(kb),
+                                        reward_config or rewards_lib.RewardConfig(),
+                                        settings.rollout.max_new_tokens)
+  return run_rl(workdir=ctx.folder, model_config=model_config,
+                init_params=train_stage_lib.load_exported_params(export, model_config),
+                cases=cases, tokenizer=vocabulary, reward_fn=reward_fn,
+                pad_id=vocabulary.pad_id, settings=settings,
+                eval_fn=stages.make_eval_fn(data, vocabulary, model_config=model_config),
+                metadata={"knowledge": kb.version.as_dict(),
+                          "vocabulary": str(data.vocabulary_path)})
+
+
+pipeline.register_stage("rl", rl_stage)
