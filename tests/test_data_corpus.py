@@ -127,3 +127,19 @@ def test_bad_trajectory_lines_name_file_and_line(tmp_path, line, message):
   path.write_text(good + "\n\n" + line + "\n")
   with pytest.raises(trajectory.TrajectoryFormatError, match=f"{path}:3: .*{message}"):
     trajectory.read_trajectories(path)
+
+
+def test_brief_reasoning_keeps_support_and_conclusion_only(kb, subset, simulated):
+  full = targets.DiagnosisTargets(kb, subset)
+  brief = targets.DiagnosisTargets(kb, subset, reasoning="brief")
+  for case in simulated:
+    ranked = full.ranked(case)
+    assert brief.ranked(case) == ranked
+    long, short = full.reasoning(case, ranked), brief.reasoning(case, ranked)
+    assert len(short) < len(long)
+    assert "Inheritance of" not in short and "also accounts for" not in short
+    name = brief.gold_name(case, 0)
+    assert short.endswith(f"Overall, {name} ({case.gold_ids[0]}) explains the findings best.")
+    assert short.split(" Overall,")[0] in long  # the same support sentences, nothing new
+  with pytest.raises(ValueError, match="reasoning must be one of"):
+    targets.DiagnosisTargets(kb, subset, reasoning="short")

@@ -118,6 +118,7 @@ class SimulatedConfig(RarejaxConfig):
       default_factory=cases_lib.SimulatorConfig)
   render: cases_lib.RenderConfig = dataclasses.field(default_factory=cases_lib.RenderConfig)
   n_ranked: int = 10  # entries of the reference differential
+  reasoning: str = "full"  # reference reasoning style (targets.REASONING_STYLES)
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -130,6 +131,7 @@ class RealConfig(RarejaxConfig):
   split_seed: int = 0
   render: cases_lib.RenderConfig = dataclasses.field(default_factory=cases_lib.RenderConfig)
   n_ranked: int = 10
+  reasoning: str = "full"
 
   @classmethod
   def create(cls, kb: knowledge.KnowledgeBase, **params) -> RealConfig:
@@ -281,7 +283,8 @@ def case_row(case: cases_lib.Case, made: dict[str, str]) -> dict[str, Any]:
 def _case_rows(kb: knowledge.KnowledgeBase, config: RarejaxConfig,
                cases: Sequence[cases_lib.Case]) -> Rows:
   """Rows for rendered cases, keyed by position (case ids may repeat across sources)."""
-  maker = targets_lib.DiagnosisTargets(kb, config.diseases, config.n_ranked, config.seed)
+  maker = targets_lib.DiagnosisTargets(kb, config.diseases, config.n_ranked, config.seed,
+                                       config.reasoning)
   return [(f"{i:08d}", case_row(case, maker.example(case))) for i, case in enumerate(cases)]
 
 

@@ -3,7 +3,8 @@
 The reasoning names the note's findings, says which are annotated for the gold disease (and how
 often), which are less specific forms of an annotated finding, which it does not explain, which
 absent findings fit it, its inheritance and onset, and what the top alternatives share with the
-case. The ranked list puts the gold disease(s) first, then the best-scoring other candidates of
+case ('full'); the 'brief' style keeps only which findings the gold disease explains and the
+conclusion, for small models and short generation budgets. The ranked list puts the gold disease(s) first, then the best-scoring other candidates of
 a classical likelihood-ratio ranker on the case's phenotypes. Same case, same targets.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rarejax.evaluate.phenotype_index import PhenotypeIndex
 
 MIN_SUPPORT_IC = 2.0  # a less specific finding must be at least this informative to count
 MAX_ALTERNATIVES = 3  # alternatives discussed in the reasoning
+REASONING_STYLES = ("full", "brief")
 _NO_SCORE = -1e29  # rankers score impossible diseases -1e30
 
 
@@ -28,17 +30,21 @@ class DiagnosisTargets:
   """Builds prompts and reference responses (both task levels) for cases of one knowledge base."""
 
   def __init__(self, kb: knowledge.KnowledgeBase, candidates: Sequence[str] = (),
-               n_ranked: int = 10, seed: int = 0):
+               n_ranked: int = 10, seed: int = 0, reasoning: str = "full"):
     """Args:
       kb: the knowledge base the reasoning cites.
       candidates: disease ids the differential may list (default: every OMIM disease).
       n_ranked: entries of the differential, gold included.
       seed: the ranker's tie-break permutation.
+      reasoning: 'full' or 'brief' (module docstring).
     """
     if n_ranked < 1:
       raise ValueError(f"n_ranked must be >= 1, got {n_ranked}")
+    if reasoning not in REASONING_STYLES:
+      raise ValueError(f"reasoning must be one of {REASONING_STYLES}, got {reasoning!r}")
     self.kb = kb
     self.n_ranked = n_ranked
+    self.brief = reasoning == "brief"
     prefixes = sorted({c.split(":", 1)[0] for c in candidates}) or ["OMIM"]
     self.index = PhenotypeIndex(kb, prefixes)
     self.ranker = baselines.LikelihoodRatioRanker(self.index)
@@ -98,10 +104,10 @@ class DiagnosisTargets:
                    f"the clinical picture of {name}."]
     else:
       sentences = self._support_sentences(observed, disease, name)
-    if disease is not None:
+    if disease is not None and not self.brief:
       sentences += self._absent_sentences(case, disease, name)
       sentences += self._course_sentences(case, disease, name)
-    if observed:
+    if observed and not self.brief:
       n_gold = len(self._explained(observed, gold_id)) if disease else 0
       sentences += self._alternative_sentences(observed, ranked[len(case.gold_ids):], n_gold)
     sentences.append(f"Overall, {name} ({gold_id}) explains the findings best.")
