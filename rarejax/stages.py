@@ -1,10 +1,13 @@
-"""The pipeline's stages wired together: data → cpt (knowledge) → sft → eval, each gin-scoped.
+"""The pipeline's stages wired together, each gin-scoped: data → cpt → sft → rers → trajectory_sft → rl → eval.
 
 Registers with rarejax.pipeline:
   data  builds the knowledge base (with the configured publication exclusions), the simulated
         and real case datasets, the knowledge corpus and the tokenizer (rarejax.data.stage)
   cpt   knowledge internalization: LM loss on the knowledge corpus   (scope cpt/train_stage)
-  sft   diagnosis / trajectory SFT: response-masked loss            (scope sft/train_stage)
+  sft   diagnosis SFT on reference responses: response-masked loss  (scope sft/train_stage)
+  rers  reflection-enhanced reasoning sampling → trajectories        (rarejax.rers.stage)
+  trajectory_sft  SFT that may train on the trajectories of an earlier rers stage
+  rl    dual-level curriculum RL with DAPO                           (rarejax.rl.stage)
   eval  the last exported model and the classical baselines on the held-out simulated notes
 Training stages evaluate periodically through the shared sampler and grader on a held-out
 slice of the simulated validation cases.
@@ -32,6 +35,8 @@ from rarejax.evaluate import metrics as metrics_lib
 from rarejax.evaluate.phenotype_index import PhenotypeIndex
 from rarejax.model import hf_import
 from rarejax.model.config import ModelConfig
+from rarejax.rers import stage as _rers_stage  # registers 'rers'  # pylint: disable=unused-import
+from rarejax.rl import stage as _rl_stage  # registers 'rl'  # pylint: disable=unused-import
 from rarejax.sample import Sampler
 from rarejax.train import checkpoint
 from rarejax.train import stage as train_stage_lib
@@ -128,8 +133,20 @@ def _grounding_index(kb: knowledge.KnowledgeBase) -> knowledge.GroundingIndex:
   return knowledge.GroundingIndex.from_knowledge(kb)
 
 
+def _previous_trajectories(ctx: pipeline.StageContext,
+                           kb: knowledge.KnowledgeBase) -> builders.TrajectoryConfig | None:
+  """The trajectory dataset of the nearest earlier stage that wrote one (a 'rers' stage)."""
+  for result in reversed(list(ctx.results.values())):
+    if result.get("trajectories"):
+      return builders.TrajectoryConfig.create(kb, path=result["trajectories"])
+  return None
+
+
 def _train(ctx: pipeline.StageContext) -> dict:
   kb, data, names = experiment_data(ctx.workdir)
+  trajectories = _previous_trajectories(ctx, kb)
+  if trajectories is not None:  # the 'trajectories' role: knowledge QA + trajectories SFT
+    names = data_stage.register_tasks(data, trajectories=trajectories)
   vocabulary = data.vocabulary()
   metadata = {"knowledge": kb.version.as_dict(), "vocabulary": str(data.vocabulary_path)}
   return train_stage_lib.train_stage(
@@ -194,4 +211,5 @@ pipeline.register_stage("import_hf", import_hf_stage)
 pipeline.register_stage("data", _data_stage)
 pipeline.register_stage("cpt", _train)
 pipeline.register_stage("sft", _train)
+pipeline.register_stage("trajectory_sft", _train)
 pipeline.register_stage("eval", eval_stage)

@@ -38,6 +38,7 @@ class DataSpec:
   simulator: cases_lib.SimulatorConfig = cases_lib.SimulatorConfig()
   render: cases_lib.RenderConfig = cases_lib.RenderConfig()
   n_ranked: int = 10
+  reasoning: str = "full"  # reference reasoning of diagnosis targets: 'full' or 'brief'
   phenopackets: tuple[str, ...] = ()
   texts: tuple[str, ...] = ()
   jsonl: tuple[str, ...] = ()
@@ -74,14 +75,14 @@ def make_configs(kb: knowledge.KnowledgeBase, spec: DataSpec,
   simulated = builders.SimulatedConfig.create(
       kb, diseases=diseases, seed=spec.seed, n_train=spec.n_train,
       n_validation=spec.n_validation, simulator=spec.simulator, render=spec.render,
-      n_ranked=spec.n_ranked)
+      n_ranked=spec.n_ranked, reasoning=spec.reasoning)
   real = None
   if spec.phenopackets or spec.texts or spec.jsonl:
     real = builders.RealConfig.create(
         kb, diseases=diseases if spec.n_diseases is not None else (), seed=spec.seed,
         phenopackets=spec.phenopackets, texts=spec.texts, jsonl=spec.jsonl,
         validation_fraction=spec.validation_fraction, render=spec.render,
-        n_ranked=spec.n_ranked)
+        n_ranked=spec.n_ranked, reasoning=spec.reasoning)
   return knowledge_config, simulated, real
 
 
@@ -105,12 +106,13 @@ def prepare_data(kb: knowledge.KnowledgeBase, data_dir: str | pathlib.Path,
 
 
 def register_tasks(data: PreparedData, vocabulary: seqio.Vocabulary | None = None,
-                   ) -> dict[str, str]:
+                   trajectories: builders.TrajectoryConfig | None = None) -> dict[str, str]:
   """Registers every task of the prepared data; returns their names by role.
 
   Roles: knowledge_lm, knowledge_qa, diagnosis, diagnosis_final, prompts, prompts_final (RL on
   'train', evaluation on 'validation') for simulated cases; real_diagnosis, real_prompts when
-  real cases were built; sft_mixture (knowledge QA + diagnosis SFT).
+  real cases were built; sft_mixture (knowledge QA + diagnosis SFT); trajectories (RERS
+  trajectory SFT) when a built `trajectories` dataset is given.
   """
   vocabulary = vocabulary or data.vocabulary()
   d = data.data_dir
@@ -127,4 +129,6 @@ def register_tasks(data: PreparedData, vocabulary: seqio.Vocabulary | None = Non
     names["real_prompts"] = tasks.register_prompts(data.real, d, vocabulary)
     rates[names["real_diagnosis"]] = spec.diagnosis_rate
   names["sft_mixture"] = tasks.register_mixture(rates)
+  if trajectories is not None:
+    names["trajectories"] = tasks.register_trajectories(trajectories, d, vocabulary)
   return names
