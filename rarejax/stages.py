@@ -1,4 +1,4 @@
-"""The pipeline's stages wired together, each gin-scoped: data → cpt → sft → rers → trajectory_sft → rl → eval.
+"""Pipeline stages, each gin-scoped: data → cpt → sft → rers → trajectory_sft → rl → eval.
 
 Registers with rarejax.pipeline:
   data  builds the knowledge base (with the configured publication exclusions), the simulated
