@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -30,8 +31,12 @@ from rarejax.data import stage as data_stage
 from rarejax.data import batches as batches_lib
 from rarejax.data import builders
 from rarejax.data import tasks as tasks_lib
-from rarejax.evaluate import baselines, generation
+from rarejax.evaluate import baselines, concepts, generation, model_method
+from rarejax.evaluate import benchmarks as benchmarks_lib
+from rarejax.evaluate import methods as methods_lib
 from rarejax.evaluate import metrics as metrics_lib
+from rarejax.evaluate import report as report_lib
+from rarejax.evaluate import run as run_lib
 from rarejax.evaluate.phenotype_index import PhenotypeIndex
 from rarejax.model import hf_import
 from rarejax.model.config import ModelConfig
@@ -40,6 +45,10 @@ from rarejax.rl import stage as _rl_stage  # registers 'rl'  # pylint: disable=u
 from rarejax.sample import Sampler
 from rarejax.train import checkpoint
 from rarejax.train import stage as train_stage_lib
+
+# Task roles that exist only when an earlier stage produced their data; a training stage that
+# lists one next to other roles trains on the others (with a warning) when it is absent.
+OPTIONAL_ROLES = ("trajectories",)
 
 gin.external_configurable(data_stage.DataSpec, module="rarejax.data")
 gin.external_configurable(cases.SimulatorConfig, module="rarejax.cases")
@@ -85,6 +94,12 @@ def _data_stage(ctx: pipeline.StageContext) -> dict:
 
 def _batches_for(names: dict[str, str], roles: tuple[str, ...], sequence_length: int,
                  batch_size: int, seed: int):
+  missing_optional = [r for r in roles if r in OPTIONAL_ROLES and r not in names]
+  if missing_optional and len(missing_optional) < len(roles):
+    logging.warning("train_stage.tasks: no %s data (no earlier stage produced any, e.g. a rers "
+                    "stage that kept no trajectory); training on %s only", missing_optional,
+                    [r for r in roles if r not in missing_optional])
+    roles = tuple(r for r in roles if r not in missing_optional)
   unknown = [r for r in roles if r not in names]
   if unknown:
     raise ValueError(f"train_stage.tasks: unknown task role(s) {unknown}; known: {sorted(names)}")
@@ -156,23 +171,48 @@ def _train(ctx: pipeline.StageContext) -> dict:
 
 
 @gin.configurable(denylist=["ctx"])
-def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100) -> dict:
-  """Held-out simulated notes: the model (greedy) next to Resnik on the same cases/knowledge."""
+def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
+               rankers: Sequence[str] = ("resnik", "likelihood_ratio"),
+               modes: Sequence[str] = methods_lib.MODES, max_new_tokens: int = 512,
+               batch_size: int = 100, n_bootstrap: int = 1000) -> dict:
+  """Held-out simulated notes: the export of every earlier stage (greedy) next to classical
+  rankers over the experiment's diseases — reading the structured phenotypes ('oracle') and
+  the HPO concepts recognized in the note ('text') — plus oracle Resnik over every OMIM disease.
+
+  Writes the evaluation report to <stage>/report/ (metrics.json with bootstrap intervals,
+  report.md with plots, cases.tsv, PhEval files, responses) and a summary to metrics.json.
+  """
   kb, data, _ = experiment_data(ctx.workdir)
-  vocabulary = data.vocabulary()
   rows = held_out_cases(data, num_cases)
-  result = {"n_cases": len(rows)}
-  export = ctx.previous_export()
-  if export is not None:
-    model_config = ModelConfig(**json.loads((export / "metadata.json").read_text())["model_config"])
-    params = train_stage_lib.load_exported_params(export, model_config)
-    eval_fn = make_eval_fn(data, vocabulary, num_cases=len(rows), model_config=model_config)
-    result["model"] = dict(eval_fn(params, 0))
-  result["resnik_subset"] = _resnik_on(kb, rows, data.simulated.diseases or None)
-  result["resnik_all_omim"] = _resnik_on(kb, rows, None)
-  summary = ", ".join(f"{k} top1 {v['top1']:.3f} top10 {v['top10']:.3f}"
-                      for k, v in result.items() if isinstance(v, dict))
-  result["summary"] = summary
+  cases = tuple(builders.case_from_example(r, "validation") for r in rows)
+  diseases = data.simulated.diseases or None
+  bench = benchmarks_lib.Benchmark(
+      "simulated_heldout", cases, from_publications=False,
+      source=f"{len(cases)} held-out simulated notes ({data.simulated.name})",
+      config={"n_diseases": len(diseases) if diseases else "all OMIM"})
+  index = _grounding_index(kb)
+  generation_config = generation.GenerationConfig(max_new_tokens=max_new_tokens)
+  methods: list[methods_lib.Method] = [
+      model_method.ModelMethod(model_method.load_model(result["export"]), index,
+                               generation_config, batch_size=batch_size, name=f"model.{stage}")
+      for stage, result in ctx.results.items() if result.get("export")]
+  recognizer = concepts.ConceptRecognizer.from_knowledge(kb)
+  methods += methods_lib.classical_methods(kb, rankers, modes, recognizer=recognizer,
+                                           disease_ids=diseases)
+  equivalence = knowledge.IdEquivalence({d.id: d.xrefs for d in kb.diseases.values()})
+  results = run_lib.evaluate([bench], methods, equivalence, recognizer)
+  config = {"num_cases": len(cases), "rankers_over": bench.config["n_diseases"],
+            "max_new_tokens": max_new_tokens, "n_bootstrap": n_bootstrap}
+  paths = report_lib.write_report(
+      ctx.folder / "report", results, report_lib.provenance(
+          {"evaluation": kb.version.as_dict()}, config), n_bootstrap=n_bootstrap)
+  reported = json.loads(paths["metrics"].read_text())["benchmarks"][bench.name]["methods"]
+  result = {"n_cases": len(cases), "report": str(paths["report"]),
+            **{name: {k: m["metrics"]["all"][k]["value"] for k in ("top1", "top3", "top10", "mrr")}
+               for name, m in reported.items()},
+            "resnik.oracle.all_omim": _resnik_on(kb, rows, None)}
+  result["summary"] = ", ".join(f"{k} top1 {v['top1']:.3f} top10 {v['top10']:.3f}"
+                                for k, v in result.items() if isinstance(v, dict))
   pipeline.write_json_atomically(ctx.folder / "metrics.json", result)
   return result
 

@@ -28,7 +28,13 @@ def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
   cpt_losses = _losses(straight / "cpt")
   assert len(cpt_losses) == 6 and cpt_losses[-1] < cpt_losses[0]
   assert results["sft"]["steps"] == 6 and results["cpt"]["stopped"] == "completed"
-  assert {"top1", "top10"} <= set(results["eval"]["model"])
+  evaluated = results["eval"]
+  for method in ("model.cpt", "model.sft", "resnik.oracle", "resnik.text",
+                 "likelihood_ratio.oracle", "resnik.oracle.all_omim"):
+    assert 0.0 <= evaluated[method]["top1"] <= evaluated[method]["top10"] <= 1.0, method
+  assert evaluated["resnik.oracle"]["top1"] > 0  # 4 diseases: the oracle ranker finds some
+  report = (straight / "eval" / "report" / "report.md").read_text()
+  assert "model.sft" in report and "resnik.text" in report
   assert (straight / "operative_config.gin").read_text().count("num_steps") >= 2
 
   # Kill cpt after its step-4 checkpoint (the batch iterator dies), then run again: it resumes.

@@ -280,6 +280,17 @@ def case_row(case: cases_lib.Case, made: dict[str, str]) -> dict[str, Any]:
       "n_imprecise": len(provenance.get("imprecise", ())), **made}
 
 
+def case_from_example(example: dict[str, Any], split: str = "train") -> cases_lib.Case:
+  """A case dataset example (CASE_FEATURES, as Python values) as a Case: case_row's inverse."""
+  age = example["age"]
+  return cases_lib.Case(
+      id=example["case_id"], note=example["note"], gold_ids=tuple(example["gold_ids"]),
+      observed=tuple(example["observed"]), excluded=tuple(example["excluded"]),
+      age=None if math.isnan(age) else age, sex=example["sex"] or None,
+      onset=example["onset"] or None, source=example["source"], split=split,
+      pmid=example["pmid"] or None, provenance=json.loads(example["provenance"]))
+
+
 def _case_rows(kb: knowledge.KnowledgeBase, config: RarejaxConfig,
                cases: Sequence[cases_lib.Case]) -> Rows:
   """Rows for rendered cases, keyed by position (case ids may repeat across sources)."""

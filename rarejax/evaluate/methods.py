@@ -251,8 +251,10 @@ def classical_methods(kb: knowledge.KnowledgeBase, names: Sequence[str] = CLASSI
                       modes: Sequence[str] = MODES, train_cases: Sequence[Case] = (),
                       tuning: FusionTuning | None = None,
                       recognizer: concepts.ConceptRecognizer | None = None, seed: int = 0,
-                      top_k: int = 10) -> list[RankerMethod]:
-  """The classical methods `names` × `modes`, on knowledge `kb` (already honest-excluded).
+                      top_k: int = 10, disease_ids: Sequence[str] | None = None,
+                      ) -> list[RankerMethod]:
+  """The classical methods `names` × `modes`, on knowledge `kb` (already honest-excluded),
+  ranking `disease_ids` (default: every disease of the index's default prefixes).
 
   Raises:
     ValueError: unknown name or mode; kNN/fusion without training cases; fusion without tuning.
@@ -268,7 +270,7 @@ def classical_methods(kb: knowledge.KnowledgeBase, names: Sequence[str] = CLASSI
                      "structured phenotypes (phenopackets:PATH:validation or --train_cases)")
   if "fusion" in names and tuning is None:
     raise ValueError("fusion needs a tuning set (FusionTuning) apart from the evaluated cases")
-  index = PhenotypeIndex(kb)
+  index = PhenotypeIndex(kb, disease_ids=disease_ids)
   tie_break = baselines.make_tie_break(len(index.disease_ids), seed)
   rankers = base_rankers(index, train_cases)
   labels = {d: kb.diseases[d].name for d in index.disease_ids}

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import pathlib
 import time
 from typing import Any
@@ -49,17 +48,6 @@ gin.external_configurable(synthesize.SynthesisConfig, module="rarejax.rers")
 gin.external_configurable(filters_lib.FilterConfig, module="rarejax.rers")
 
 
-def case_from_example(example: dict[str, Any]) -> cases_lib.Case:
-  """A case dataset example (builders.CASE_FEATURES, as Python values) as a Case."""
-  age = example["age"]
-  return cases_lib.Case(
-      id=example["case_id"], note=example["note"], gold_ids=tuple(example["gold_ids"]),
-      observed=tuple(example["observed"]), excluded=tuple(example["excluded"]),
-      age=None if math.isnan(age) else age, sex=example["sex"] or None,
-      onset=example["onset"] or None, source=example["source"], split="train",
-      pmid=example["pmid"] or None, provenance=json.loads(example["provenance"]))
-
-
 def training_cases(data, num_cases: int | None, num_real_cases: int | None,
                    seed: int = 0) -> list[cases_lib.Case]:
   """A seeded subset of the simulated 'train' split (None: all) plus the real development
@@ -75,7 +63,7 @@ def _subset(builder, n: int | None, seed: int) -> list[cases_lib.Case]:
   if n is not None and n < len(examples):
     chosen = sorted(np.random.default_rng(seed).permutation(len(examples))[:n])
     examples = [examples[i] for i in chosen]
-  return [case_from_example(e) for e in examples]
+  return [builders.case_from_example(e) for e in examples]
 
 
 def load_teacher(export: pathlib.Path, vocabulary, cache_length: int,
