@@ -383,4 +383,4 @@ def test_rl_stage_runs_in_the_tiny_pipeline_from_gin(tmp_path):
   assert result["steps"] == 2 and (tmp_path / "rl" / "export" / "metadata.json").is_file()
   assert len(result["curriculum"]["differential"]) == 4 and "top1" in result["eval"]
   assert "rl/RLConfig.num_steps = 2" in (tmp_path / "operative_config.gin").read_text()
-  assert "model" in json.loads((tmp_path / "eval" / "result.json").read_text())
+  assert "model.rl" in json.loads((tmp_path / "eval" / "result.json").read_text())
