@@ -124,12 +124,16 @@ def test_cache_chunks_and_repeat_match_full_forward(tiny):
   np.testing.assert_allclose(jnp.concatenate(chunks, axis=1), full, atol=1e-5)
   assert cache["index"].tolist() == [10, 10]
   repeated = transformer.repeat_cache(cache, 3)
-  assert repeated["k"].shape == (2, 6, 12, 2, 16) and repeated["index"].shape == (6,)
+  assert len(repeated["layers"]) == 2 and repeated["index"].shape == (6,)
+  assert repeated["layers"][1]["k"].shape == (6, 2, 12, 16)  # [B, K, S, hd]
   next_tokens = jnp.repeat(TOKENS[:, :1], 3, axis=0)
   logits, _ = _apply(config, params, next_tokens, cache=repeated)
   np.testing.assert_allclose(logits[0], logits[2], atol=1e-6)  # rows 0..2 are copies of row 0
-  axes = transformer.cache_logical_axes()
-  assert {k: len(v) for k, v in axes.items()} == {k: v.ndim for k, v in cache.items()}
+  is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  axes = transformer.cache_logical_axes(config.num_layers)
+  assert jax.tree.structure(axes, is_leaf=is_spec) == jax.tree.structure(cache)
+  assert jax.tree.leaves(jax.tree.map(len, axes, is_leaf=is_spec)) == [
+      x.ndim for x in jax.tree.leaves(cache)]
 
 
 def test_cache_continuation_with_padded_slot_matches_unpadded_sequence(tiny):
@@ -148,3 +152,18 @@ def test_cache_continuation_with_padded_slot_matches_unpadded_sequence(tiny):
   # Row 1 saw tokens 0..4, a padded slot, then token 5: as if the padded slot were not there.
   np.testing.assert_allclose(logits[1, 0], _logits(config, params, TOKENS[1:, :6])[0, -1],
                              atol=1e-5)
+
+
+def test_unstacked_layers_match_stacked_on_the_cache_path(tiny):
+  config, params = tiny
+  cache = transformer.init_cache(config, batch_size=2, max_length=12)
+  unstacked = transformer.unstack_layers(params)
+  assert len(unstacked["layers"]) == 2 and unstacked["embedding"] is params["embedding"]
+  stacked_logits, stacked_cache = _apply(config, params, TOKENS[:, :5], cache=cache)
+  logits, new_cache = _apply(config, unstacked, TOKENS[:, :5], cache=cache)
+  np.testing.assert_array_equal(logits, stacked_logits)
+  jax.tree.map(np.testing.assert_array_equal, new_cache, stacked_cache)
+  with pytest.raises(ValueError, match="only run with a cache"):
+    _apply(config, unstacked, TOKENS)
+  with pytest.raises(ValueError, match="the cache has 1 layers, the model 2"):
+    _apply(config, params, TOKENS[:, :1], cache={**cache, "layers": cache["layers"][:1]})

@@ -27,7 +27,7 @@ _SCRIPT = textwrap.dedent("""
     outs = [s.generate(params, prompts, **kwargs) for s in (sharded, plain)]
     np.testing.assert_array_equal(outs[0].tokens, outs[1].tokens)
     np.testing.assert_allclose(outs[0].logprobs, outs[1].logprobs, atol=1e-5)
-    assert "data" in str(outs[0].state.cache["k"].sharding.spec)
+    assert "data" in str(outs[0].state.cache["layers"][0]["k"].sharding.spec)
     feedback = [[3, 4]] * len(keys)
     more = [s.resume(params, o.state, feedback, max_new_tokens=8)
             for s, o in zip((sharded, plain), outs)]

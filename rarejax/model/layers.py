@@ -110,23 +110,23 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
 
   The einsums run on [B, K, G*L, hd] queries and [B, K, S, hd] keys/values: batch dims lead and
   each contraction has one dimension, so XLA transposes only the [.., hd] activations, never the
-  [.., L, S] scores (measured on 2 CPU cores: ~10% faster forward + backward, and decode).
+  [.., L, S] scores (measured on 2 CPU cores: ~10% faster forward + backward, and decode). Keys
+  and values come in that layout (the KV cache stores it), so decoding transposes no cache.
 
   Args:
     q: [B, L, H, hd] queries.
-    k: [B, S, K, hd] keys, K divides H (query head h uses kv head h // (H // K)).
-    v: [B, S, K, hd] values.
+    k: [B, K, S, hd] keys, K divides H (query head h uses kv head h // (H // K)).
+    v: [B, K, S, hd] values.
     mask: bool [B, L, S]; fully masked rows give a uniform (finite) average.
 
   Returns:
     [B, L, H, hd] in the dtype of v.
   """
   b, length, heads, head_dim = q.shape
-  kv_heads = k.shape[2]
+  kv_heads = k.shape[1]
   groups = heads // kv_heads
   q = q.reshape(b, length, kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
   q = q.reshape(b, kv_heads, groups * length, head_dim)  # row m = g * L + l
-  k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, hd]
   scores = jnp.einsum("bkmd,bksd->bkms", q, k, preferred_element_type=jnp.float32)
   scores = scores.reshape(b, kv_heads, groups, length, -1) * head_dim**-0.5
   scores = jnp.where(mask[:, None, None], scores, NEG_INF)
@@ -136,9 +136,15 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
   return out.reshape(b, length, heads, head_dim)
 
 
-def write_rows(buffer: Array, new: Array, index: Array) -> Array:
-  """Writes new [B, L, ...] into buffer [B, S, ...] at per-row slot index [B] (needs index+L<=S)."""
-  return jax.vmap(lambda buf, x, i: jax.lax.dynamic_update_slice_in_dim(buf, x, i, axis=0))(
+def write_rows(buffer: Array, new: Array, index: Array, axis: int = 1) -> Array:
+  """Writes `new` into `buffer` along `axis` at per-row offsets index [B] (needs index+L<=S).
+
+  Args:
+    buffer: [B, ..., S, ...], S at `axis`.
+    new: same shape as buffer except L at `axis`.
+    index: int [B], the slot of new's first entry in each row.
+  """
+  return jax.vmap(lambda buf, x, i: jax.lax.dynamic_update_slice_in_dim(buf, x, i, axis - 1))(
       buffer, new.astype(buffer.dtype), index)
 
 
@@ -150,7 +156,7 @@ class Attention(nn.Module):
   def __call__(self, x: Array, cos: Array, sin: Array, mask: Array,
                layer_cache: dict[str, Array] | None,
                cache_index: Array | None) -> tuple[Array, dict[str, Array] | None]:
-    """Attends x [B, L, D]; with a layer cache {k, v: [B, S, K, hd]} writes L slots first."""
+    """Attends x [B, L, D]; with a layer cache {k, v: [B, K, S, hd]} writes L slots first."""
     cfg = self.config
     q = self._project(x, "q", cfg.num_heads, "heads")
     k = self._project(x, "k", cfg.num_kv_heads, "kv_heads")
@@ -158,10 +164,11 @@ class Attention(nn.Module):
     q = constrain(checkpoint_name(apply_rope(q, cos, sin), "query_proj"), BATCH_LENGTH_HEADS)
     k = constrain(checkpoint_name(apply_rope(k, cos, sin), "key_proj"), BATCH_LENGTH_KV)
     v = constrain(checkpoint_name(v, "value_proj"), BATCH_LENGTH_KV)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, L, hd]
     new_cache = None
     if layer_cache is not None:
-      new_cache = {"k": write_rows(layer_cache["k"], k, cache_index),
-                   "v": write_rows(layer_cache["v"], v, cache_index)}
+      new_cache = {"k": write_rows(layer_cache["k"], k, cache_index, axis=2),
+                   "v": write_rows(layer_cache["v"], v, cache_index, axis=2)}
       k, v = new_cache["k"].astype(cfg.dtype), new_cache["v"].astype(cfg.dtype)
     out = dot_product_attention(q, k, v, mask)
     out = constrain(checkpoint_name(out, "attention_context"), BATCH_LENGTH_HEADS)

@@ -16,8 +16,8 @@ Forward (training, scoring):
 KV cache (what the sampler uses):
 
   cache = init_cache(config, batch_size=B, max_length=S)     # zeros, a plain dict:
-    "k", "v"        config.dtype [num_layers, B, S, num_kv_heads, head_dim]  (layer axis first,
-                    as the layers are scanned)
+    "layers"        a tuple of num_layers dicts {"k", "v": config.dtype
+                    [B, num_kv_heads, S, head_dim]} (the layout the attention einsums read)
     "segment_ids"   int32 [B, S]  segment id stored at each slot; 0 = empty slot or padding
     "index"         int32 [B]     next slot to write, per row
   logits, cache = model.apply({"params": params}, tokens, positions=positions,
@@ -39,10 +39,18 @@ KV cache (what the sampler uses):
   samples from one prefill. Rows whose new chunk is shorter may pad it (anywhere) with
   segment id 0: those slots are written but never attended.
 
+  Without a cache the layers run as one `nn.scan` over the stacked parameters (training: one
+  compiled layer). With a cache they run unrolled, layer i using slice i of the same stacked
+  parameters and its own cache buffers (updated in place; no stacked cache to slice and write
+  back per step). Both paths call the same DecoderLayer. `unstack_layers(params)` splits the
+  stacked parameters into per-layer trees once; the cache path accepts either layout, and a
+  decode loop should pass the unstacked one (XLA would otherwise copy the layer slices at
+  every step).
+
 Sharding: trace calls inside `rarejax.parallel.mesh.sharding_context(mesh, rules)` (e.g.
 rules.SAMPLE_RULES) so the activation constraints apply; place the cache with
-`rules.logical_to_shardings(cache_logical_axes(), cache, mesh, rules.SAMPLE_RULES)` (batch axis
-'cache_batch' -> data x fsdp, kv heads -> tensor).
+`rules.logical_to_shardings(cache_logical_axes(config.num_layers), cache, mesh,
+rules.SAMPLE_RULES)` (batch axis 'cache_batch' -> data x fsdp, kv heads -> tensor).
 
 Remat: `config.remat_policy` picks what the backward pass keeps per layer; the activations
 named with `checkpoint_name` are listed in CHECKPOINT_NAMES (for the 'names' policy).
@@ -60,7 +68,8 @@ from rarejax.model import layers
 from rarejax.model.config import ModelConfig
 
 Array = jax.Array
-Cache = dict[str, Array]
+LayerCache = dict[str, Array]  # {"k", "v": [B, K, S, hd]}
+Cache = dict[str, Any]  # see init_cache
 
 CHECKPOINT_NAMES = ("query_proj", "key_proj", "value_proj", "attention_context",
                     "attention_out", "mlp_gate", "mlp_up", "mlp_out")
@@ -86,8 +95,8 @@ class DecoderLayer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, layer_cache: Cache | None,
-               inputs: LayerInputs) -> tuple[Array, Cache | None]:
+  def __call__(self, x: Array, layer_cache: LayerCache | None,
+               inputs: LayerInputs) -> tuple[Array, LayerCache | None]:
     cfg = self.config
     h = layers.RMSNorm(cfg, name="attn_norm")(x)
     attn_out, new_cache = layers.Attention(cfg, name="attn")(
@@ -122,14 +131,13 @@ class Decoder(nn.Module):
       segment_ids = jnp.ones((batch, length), jnp.int32)
     segment_ids = segment_ids.astype(jnp.int32)
     q_slots = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-    k_segments, k_slots, kv, index = segment_ids, q_slots, None, None
+    k_segments, k_slots, index = segment_ids, q_slots, None
     if cache is not None:
       index = cache["index"]
       q_slots = q_slots + index[:, None]
       k_segments = layers.write_rows(cache["segment_ids"], segment_ids, index)
       k_slots = jnp.broadcast_to(jnp.arange(k_segments.shape[1], dtype=jnp.int32),
                                  k_segments.shape)
-      kv = {"k": cache["k"], "v": cache["v"]}
     positions = q_slots if positions is None else positions
     cos, sin = layers.rope_tables(positions, cfg.head_dim, cfg.rope_theta)
     mask = layers.attention_mask(segment_ids, q_slots, k_segments, k_slots)
@@ -140,16 +148,44 @@ class Decoder(nn.Module):
     if cfg.scale_embeddings:
       x = x * jnp.asarray(cfg.d_model**0.5, cfg.dtype)
     x = layers.constrain(x, layers.BATCH_LENGTH_EMBED)
-    x, new_kv = _scanned_layers(cfg)(cfg, name="layers")(
-        x, kv, LayerInputs(cos=cos, sin=sin, mask=mask, cache_index=index))
+    inputs = LayerInputs(cos=cos, sin=sin, mask=mask, cache_index=index)
+    new_cache = None
+    if cache is None:
+      if not self.is_initializing() and isinstance(self.variables["params"]["layers"], tuple):
+        raise ValueError("params from unstack_layers only run with a cache; pass the stacked "
+                         "params (as init_params returns them) for a forward without one.")
+      x, _ = _scanned_layers(cfg)(cfg, name="layers")(x, None, inputs)
+    else:
+      x, layer_caches = self._unrolled_layers(x, cache["layers"], inputs)
+      new_cache = {"layers": layer_caches, "segment_ids": k_segments, "index": index + length}
     x = layers.RMSNorm(cfg, name="final_norm")(x)
     if last_only:
       x = x[:, -1:]
-    logits = self._logits(x, embedding)
-    new_cache = None
-    if cache is not None:
-      new_cache = {**new_kv, "segment_ids": k_segments, "index": index + length}
-    return logits, new_cache
+    return self._logits(x, embedding), new_cache
+
+  def _unrolled_layers(self, x: Array, caches: tuple[LayerCache, ...],
+                       inputs: LayerInputs) -> tuple[Array, tuple[LayerCache, ...]]:
+    """Runs layer i of the parameter stack on x [B, L, D] with its own cache, in turn.
+
+    The cache path unrolls the layers so each one reads and writes its own [B, K, S, hd]
+    buffers in place: a scan over a stacked cache slices every layer's cache out and writes it
+    back each step (measured: ~20% of a small model's decode step, plus ~27% transposing).
+    """
+    if self.is_initializing():
+      raise ValueError("Decoder.init takes no cache: initialize params with init_params, then "
+                       "apply with a cache from init_cache.")
+    if len(caches) != self.config.num_layers:
+      raise ValueError(f"the cache has {len(caches)} layers, the model {self.config.num_layers}; "
+                       "build it with init_cache(config, ...) for this config.")
+    per_layer = self.variables["params"]["layers"]
+    if not isinstance(per_layer, tuple):  # stacked (not yet unstack_layers'd)
+      per_layer = unstack_layers({"layers": per_layer})["layers"]
+    layer = DecoderLayer(self.config, parent=None)
+    new_caches = []
+    for layer_params, layer_cache in zip(per_layer, caches):
+      x, new = layer.apply({"params": layer_params}, x, layer_cache, inputs)
+      new_caches.append(new)
+    return x, tuple(new_caches)
 
   def _logits(self, x: Array, embedding: Array) -> Array:
     """x [B, L, D] -> float32 logits [B, L, V] via the tied table or the lm_head [D, V]."""
@@ -189,28 +225,39 @@ def count_params(params: Any) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
+def unstack_layers(params: dict[str, Any]) -> dict[str, Any]:
+  """params with the stacked "layers" tree split into a tuple of per-layer trees.
+
+  Decoder.apply with a cache accepts either layout. A decode loop should unstack once, outside
+  the loop: XLA does not hoist the per-layer slices out of a while loop, so stacked params are
+  copied layer by layer at every step (measured: 1.45-1.9x slower decode at batch 64). The
+  cost: inside a jitted call the per-layer trees are one more copy of the layer params.
+  """
+  stacked = params["layers"]
+  num_layers = jax.tree.leaves(stacked)[0].shape[0]
+  return {**params, "layers": tuple(jax.tree.map(lambda p, i=i: p[i], stacked)
+                                    for i in range(num_layers))}
+
+
 def init_cache(config: ModelConfig, batch_size: int, max_length: int,
                dtype: str | None = None) -> Cache:
   """Returns an empty KV cache (see module docstring); dtype defaults to config.dtype."""
-  kv_shape = (config.num_layers, batch_size, max_length, config.num_kv_heads, config.head_dim)
+  kv_shape = (batch_size, config.num_kv_heads, max_length, config.head_dim)
   kv_dtype = jnp.dtype(dtype or config.dtype)
-  return {"k": jnp.zeros(kv_shape, kv_dtype), "v": jnp.zeros(kv_shape, kv_dtype),
-          "segment_ids": jnp.zeros((batch_size, max_length), jnp.int32),
+  layer_caches = tuple({"k": jnp.zeros(kv_shape, kv_dtype), "v": jnp.zeros(kv_shape, kv_dtype)}
+                       for _ in range(config.num_layers))
+  return {"layers": layer_caches, "segment_ids": jnp.zeros((batch_size, max_length), jnp.int32),
           "index": jnp.zeros((batch_size,), jnp.int32)}
 
 
-def cache_logical_axes() -> dict[str, jax.sharding.PartitionSpec]:
-  """Logical axis names of the cache leaves (same keys as init_cache)."""
-  kv = jax.sharding.PartitionSpec("layers", "cache_batch", "cache_length", "cache_kv_heads",
-                                  "head_dim")
-  return {"k": kv, "v": kv,
+def cache_logical_axes(num_layers: int) -> dict[str, Any]:
+  """Logical axis names (PartitionSpec leaves) of a cache of `num_layers` layers (init_cache)."""
+  kv = jax.sharding.PartitionSpec("cache_batch", "cache_kv_heads", "cache_length", "head_dim")
+  return {"layers": tuple({"k": kv, "v": kv} for _ in range(num_layers)),
           "segment_ids": jax.sharding.PartitionSpec("cache_batch", "cache_length"),
           "index": jax.sharding.PartitionSpec("cache_batch")}
 
 
 def repeat_cache(cache: Cache, repeats: int) -> Cache:
   """Repeats each cache row `repeats` times (row b -> rows b*repeats .. b*repeats+repeats-1)."""
-  return {"k": jnp.repeat(cache["k"], repeats, axis=1),
-          "v": jnp.repeat(cache["v"], repeats, axis=1),
-          "segment_ids": jnp.repeat(cache["segment_ids"], repeats, axis=0),
-          "index": jnp.repeat(cache["index"], repeats, axis=0)}
+  return jax.tree.map(lambda x: jnp.repeat(x, repeats, axis=0), cache)  # rows lead every leaf

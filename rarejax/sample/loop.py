@@ -6,7 +6,7 @@ of (padded) stop ids; the model config, mesh and rules are static. Sampling knob
 `lax.while_loop` that runs until every row is done: no host round trip per token.
 
 Sharding: with a mesh and a logical rules table (rarejax.parallel.rules.SAMPLE_RULES), the model
-is traced under those rules and the cache is constrained to `cache_logical_axes()`; batch
+is traced under those rules and the cache is constrained to `cache_logical_axes`; batch
 sizes must divide the mesh axes of 'cache_batch' (the Sampler pads batches accordingly).
 """
 import contextlib
@@ -46,7 +46,8 @@ def _constrain_cache(cache: Cache, mesh: Mesh | None, rules: Rules) -> Cache:
   """Pins the cache leaves to their logical sharding (identity without a mesh)."""
   if mesh is None:
     return cache
-  shardings = rules_lib.logical_to_shardings(transformer.cache_logical_axes(), cache, mesh, rules)
+  logical = transformer.cache_logical_axes(len(cache["layers"]))
+  shardings = rules_lib.logical_to_shardings(logical, cache, mesh, rules)
   return jax.lax.with_sharding_constraint(cache, shardings)
 
 
@@ -151,6 +152,7 @@ def decode(params: Params, seq: SequenceState, row_keys: Array, knobs: SamplingK
     max_new_tokens: T.
   """
   batch = seq.batch_size
+  params = transformer.unstack_layers(params)  # sliced once, not at every step
   with _sharding_scope(mesh, rules):
     state = DecodeState(
         seq=seq, step=jnp.zeros((), jnp.int32), done=~active,

@@ -23,10 +23,10 @@ Cache = dict[str, Any]
 
 
 @functools.cache
-def _cache_batch_axes() -> Any:
-  """The cache pytree with the position of its 'cache_batch' axis at each leaf."""
+def _cache_batch_axes(num_layers: int) -> Any:
+  """The cache pytree (of num_layers layers) with the position of its 'cache_batch' axis."""
   return jax.tree.map(lambda spec: tuple(spec).index("cache_batch"),
-                      transformer.cache_logical_axes(),
+                      transformer.cache_logical_axes(num_layers),
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
@@ -43,9 +43,9 @@ class SequenceState:
   """What each row has read so far; continue generating from it with `Sampler.resume`.
 
   Attributes:
-    cache: the model's KV cache (rarejax.model.transformer.init_cache): k, v; segment_ids
-      int32 [B, S] (0 = empty slot); index int32 [B] (next slot to write). Rows are found
-      through the 'cache_batch' axis of `cache_logical_axes()`, so any cache layout works.
+    cache: the model's KV cache (rarejax.model.transformer.init_cache): per-layer k, v;
+      segment_ids int32 [B, S] (0 = empty slot); index int32 [B] (next slot to write). Rows are
+      found through the 'cache_batch' axis of `cache_logical_axes`, so any cache layout works.
     pending: int32 [B], the row's last token, not yet written into the cache.
     position: int32 [B], RoPE position of `pending` (= tokens before it in the row).
   """
@@ -63,7 +63,7 @@ class SequenceState:
 
   def map_rows(self, fn) -> "SequenceState":
     """Applies fn(leaf, batch_axis) -> leaf to every per-row array."""
-    cache = jax.tree.map(fn, self.cache, _cache_batch_axes())
+    cache = jax.tree.map(fn, self.cache, _cache_batch_axes(len(self.cache["layers"])))
     return SequenceState(cache=cache, pending=fn(self.pending, 0), position=fn(self.position, 0))
 
   def take(self, rows) -> "SequenceState":
@@ -90,9 +90,10 @@ def concatenate_states(states: list[SequenceState]) -> SequenceState:
   """Stacks the rows of several states (same cache length) in order."""
   if len(states) == 1:
     return states[0]
+  axes = _cache_batch_axes(len(states[0].cache["layers"]))
   return SequenceState(
-      cache=jax.tree.map(lambda axis, *leaves: jnp.concatenate(leaves, axis=axis),
-                         _cache_batch_axes(), *[s.cache for s in states]),
+      cache=jax.tree.map(lambda axis, *leaves: jnp.concatenate(leaves, axis=axis), axes,
+                         *[s.cache for s in states]),
       pending=jnp.concatenate([s.pending for s in states]),
       position=jnp.concatenate([s.position for s in states]))
 
