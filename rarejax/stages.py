@@ -174,11 +174,13 @@ def _train(ctx: pipeline.StageContext) -> dict:
 def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
                rankers: Sequence[str] = ("resnik", "likelihood_ratio"),
                modes: Sequence[str] = methods_lib.MODES, max_new_tokens: int = 512,
-               batch_size: int = 100, n_bootstrap: int = 1000) -> dict:
+               batch_size: int = 100, n_bootstrap: int = 1000,
+               model_stages: Sequence[str] = ()) -> dict:
   """Held-out simulated notes: the export of every earlier stage (greedy) next to classical
   rankers over the experiment's diseases — reading the structured phenotypes ('oracle') and
   the HPO concepts recognized in the note ('text') — plus oracle Resnik over every OMIM disease.
 
+  `model_stages` limits the models to those stages' exports (default: every export).
   Writes the evaluation report to <stage>/report/ (metrics.json with bootstrap intervals,
   report.md with plots, cases.tsv, PhEval files, responses) and a summary to metrics.json.
   """
@@ -195,7 +197,8 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
   methods: list[methods_lib.Method] = [
       model_method.ModelMethod(model_method.load_model(result["export"]), index,
                                generation_config, batch_size=batch_size, name=f"model.{stage}")
-      for stage, result in ctx.results.items() if result.get("export")]
+      for stage, result in ctx.results.items()
+      if result.get("export") and (not model_stages or stage in model_stages)]
   recognizer = concepts.ConceptRecognizer.from_knowledge(kb)
   methods += methods_lib.classical_methods(kb, rankers, modes, recognizer=recognizer,
                                            disease_ids=diseases)
