@@ -161,7 +161,7 @@ def make_method(args: argparse.Namespace, resources: Resources) -> model_method.
                                        temperature=args.temperature, seed=args.seed,
                                        think_tokens=args.think_tokens)
   return model_method.ModelMethod(resources.model, resources.index, config, top_k=args.top_k,
-                                  batch_size=args.batch_size,
+                                  batch_size=args.model_batch_size,
                                   max_cache_length=args.max_cache_length)
 
 
@@ -273,19 +273,10 @@ def _parser() -> argparse.ArgumentParser:
   source.add_argument("--file", help="a UTF-8 text file with the note ('-' reads stdin)")
   source.add_argument("--phenopacket", help="a GA4GH Phenopacket v2 JSON file")
   source.add_argument("--batch", help="a folder of .txt notes and .json phenopackets")
-  parser.add_argument("--checkpoint", required=True, help="a training stage's export folder")
-  parser.add_argument("--vocabulary", default=None,
-                      help="the model's vocabulary (default: the one its metadata.json names)")
-  parser.add_argument("--think_tokens", type=int, default=0,
-                      help="reasoning budget in tokens (0: none); the answer always follows")
-  parser.add_argument("--max_new_tokens", type=int, default=768,
-                      help="response tokens at most (reasoning + answer)")
+  model_method.add_model_flags(parser, checkpoint_required=True)
   parser.add_argument("--top_k", type=int, default=10, help="candidates in the differential")
   parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--batch_size", type=int, default=16, help="notes decoded at once")
-  parser.add_argument("--max_cache_length", type=int, default=4096,
-                      help="tokens per row (prompt + response); longer notes are cut")
   parser.add_argument("--ordo", default=None, help="ORDO JSON (names, synonyms, xrefs)")
   parser.add_argument("--mondo_sssom", action="append", default=[],
                       help="MONDO exact-match SSSOM file (repeatable)")
@@ -300,8 +291,8 @@ def _error(message: str) -> int:
 
 
 def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-  if args.top_k < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
-    parser.error("need --top_k, --batch_size and --max_new_tokens >= 1")
+  if args.top_k < 1 or args.model_batch_size < 1 or args.max_new_tokens < 1:
+    parser.error("need --top_k, --model_batch_size and --max_new_tokens >= 1")
   if not 0 <= args.think_tokens < args.max_new_tokens:
     parser.error("need 0 <= --think_tokens < --max_new_tokens (the answer needs tokens too)")
 

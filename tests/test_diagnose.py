@@ -12,7 +12,7 @@ from rarejax import diagnose
 from rarejax.data import format as fmt
 from rarejax.evaluate import evidence
 
-FAST = ["--max_new_tokens", "12", "--batch_size", "1", "--max_cache_length", "512"]
+FAST = ["--max_new_tokens", "12", "--model_batch_size", "1", "--max_cache_length", "512"]
 PHENOPACKET = {
     "id": "PMID_1_P1", "subject": {"id": "P1", "sex": "FEMALE"},
     "phenotypicFeatures": [{"type": {"id": "HP:0001166", "label": "Arachnodactyly"}},

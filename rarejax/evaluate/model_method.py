@@ -276,3 +276,19 @@ class ModelMethod:
 
   def rank(self, cases: Sequence[Case]) -> list[methods_lib.MethodOutput]:
     return [self.output(case, d) for case, d in zip(cases, self.diagnose([c.note for c in cases]))]
+
+
+def add_model_flags(parser, checkpoint_required: bool) -> None:
+  """The model flags shared by `rarejax evaluate` and `rarejax diagnose` (an argparse parser or
+  argument group): checkpoint, vocabulary, generation budget, batch and cache sizes."""
+  parser.add_argument("--checkpoint", required=checkpoint_required, default=None,
+                      help="a training stage's export folder")
+  parser.add_argument("--vocabulary", default=None,
+                      help="the model's vocabulary (default: the one its metadata.json names)")
+  parser.add_argument("--max_new_tokens", type=int, default=768,
+                      help="response tokens at most (reasoning + answer)")
+  parser.add_argument("--think_tokens", type=int, default=0,
+                      help="reasoning budget in tokens (0: none); the answer always follows")
+  parser.add_argument("--model_batch_size", type=int, default=16, help="notes decoded at once")
+  parser.add_argument("--max_cache_length", type=int, default=4096,
+                      help="tokens per row (prompt + response); longer notes are cut")

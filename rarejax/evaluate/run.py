@@ -146,15 +146,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="MONDO exact-match SSSOM file (repeatable), for id equivalences")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   model = parser.add_argument_group("the model (with --checkpoint)")
-  model.add_argument("--checkpoint", default=None, help="a training stage's export folder")
-  model.add_argument("--vocabulary", default=None,
-                     help="the model's vocabulary (default: the one its metadata.json names)")
-  model.add_argument("--max_new_tokens", type=int, default=768, help="response tokens at most")
-  model.add_argument("--think_tokens", type=int, default=0,
-                     help="reasoning budget (0: none); the answer always follows")
-  model.add_argument("--model_batch_size", type=int, default=16, help="notes decoded at once")
-  model.add_argument("--max_cache_length", type=int, default=4096,
-                     help="tokens per row (prompt + response); longer notes are cut")
+  model_method.add_model_flags(model, checkpoint_required=False)
   return parser
 
 
