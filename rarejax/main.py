@@ -3,6 +3,10 @@
   python -m rarejax.main --workdir runs/quickstart \
       --gin_file gin_configs/experiments/quickstart.gin [--gin_bindings 'cpt/LoopConfig.num_steps=50']
       [--stage cpt] [--overwrite]
+      [--distributed | --coordinator_address HOST:PORT --num_processes N --process_id I]
+
+Multi-host: run the same command on every host (TPU pods, SLURM, Open MPI: `--distributed`,
+everything detected by JAX; elsewhere the three explicit flags, process_id differing per host).
 
 Gin files are layered: an experiment file includes a model file (gin_configs/models/) and stage
 files (gin_configs/stages/). The config is parsed and checked (typos, unknown bindings) before
@@ -71,6 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="run only these stages (default: run_pipeline.stages from gin)")
   parser.add_argument("--overwrite", action="store_true",
                       help="allow a workdir created by a different config (deletes its stages)")
+  parser.add_argument("--distributed", action="store_true",
+                      help="join a multi-host run; JAX detects the rest on TPU pods, SLURM and "
+                           "Open MPI (not needed with --coordinator_address)")
+  parser.add_argument("--coordinator_address", default=None,
+                      help="multi-host: HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)")
+  parser.add_argument("--num_processes", type=int, default=None,
+                      help="multi-host: number of processes")
+  parser.add_argument("--process_id", type=int, default=None,
+                      help="multi-host: this process's index, 0..num_processes-1")
   args = parser.parse_args(argv)
   quiet_libraries()
   try:
@@ -78,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ConfigError as err:
     print(err, file=sys.stderr)
     return 2
+  from rarejax.parallel import mesh  # pylint: disable=g-import-not-at-top
+  mesh.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id,
+                              auto_detect=args.distributed)
   from rarejax import pipeline  # pylint: disable=g-import-not-at-top
   kwargs = {"stages": args.stage} if args.stage else {}
   try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 import numbers
 import re
 from typing import Any, Iterator, Mapping
@@ -146,8 +147,31 @@ _STRINGS = ("id", "note", "source", "split")
 _OPTIONAL_STRINGS = ("sex", "onset", "pmid")
 
 
+def _is_age(value: Any) -> bool:
+  """A finite non-negative number of years (bool, NaN, inf and ints beyond float are not)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return False
+  try:
+    return 0 <= float(value) < math.inf
+  except OverflowError:
+    return False
+
+
+def check_encodable(where: str, name: str, value: Any) -> None:
+  """Rejects a JSON value that cannot be written back as UTF-8 JSON: strings with unpaired
+  surrogates (from '\\ud800' escapes; not valid Unicode) or nesting too deep."""
+  try:
+    json.dumps(value, ensure_ascii=False).encode("utf-8")
+  except UnicodeEncodeError as err:
+    raise CaseFormatError(where, name, "invalid Unicode: unpaired surrogate",
+                          f"at character {err.start} of its JSON") from None
+  except RecursionError:
+    raise CaseFormatError(where, name, "nested too deeply") from None
+
+
 def _checked(where: str, name: str, value: Any) -> Any:
   """Type-checks one JSON field of a Case; returns the value in the form Case expects."""
+  check_encodable(where, name, value)
   if name in _STRING_LISTS:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
       raise CaseFormatError(where, name, "expected a list of strings", f"got {value!r:.80}")
@@ -162,14 +186,18 @@ def _checked(where: str, name: str, value: Any) -> Any:
     raise CaseFormatError(where, name, f"expected one of {SPLITS}", f"got {value!r}")
   if name == "source" and value not in SOURCES:
     raise CaseFormatError(where, name, f"expected one of {SOURCES}", f"got {value!r}")
-  if name == "age" and value is not None and (
-      isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-    raise CaseFormatError(where, name, "expected a non-negative number of years or null",
-                          f"got {value!r}")
+  if name == "age" and value is not None and not _is_age(value):
+    raise CaseFormatError(where, name, "expected a finite non-negative number of years or null",
+                          f"got {value!r:.40}")
   if name == "provenance":
     if not isinstance(value, dict):
       raise CaseFormatError(where, name, "expected a JSON object", f"got {type(value).__name__}")
-    return FrozenMap(value)
+    try:
+      frozen = FrozenMap(value)
+      hash(frozen)
+    except RecursionError:
+      raise CaseFormatError(where, name, "nested too deeply") from None
+    return frozen
   return value
 
 
@@ -209,7 +237,7 @@ def decode_json(raw: bytes | str, where: str, text_field: str, json_field: str =
   """UTF-8 bytes or text → a JSON value; else CaseFormatError naming `where` and the field
   (`text_field` for bad UTF-8, `json_field` — default the same — for bad JSON)."""
   try:
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw  # a leading BOM is fine
   except UnicodeDecodeError as err:
     raise CaseFormatError(where, text_field, "invalid UTF-8", f"byte {err.start}") from None
   try:
@@ -217,3 +245,6 @@ def decode_json(raw: bytes | str, where: str, text_field: str, json_field: str =
   except json.JSONDecodeError as err:
     raise CaseFormatError(where, json_field or text_field, "invalid JSON",
                           f"{err.msg} at line {err.lineno} column {err.colno}") from None
+  except RecursionError:
+    raise CaseFormatError(where, json_field or text_field, "invalid JSON",
+                          "nested too deeply") from None

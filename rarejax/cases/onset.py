@@ -1,6 +1,7 @@
 """HPO onset terms as age ranges in years, and ISO 8601 durations as ages (shared by readers and simulator)."""
 from __future__ import annotations
 
+import math
 import re
 
 # Onset term → (youngest, oldest) age in years at which findings start (antenatal: 0, before birth).
@@ -45,7 +46,10 @@ def iso8601_years(duration: str) -> float:
   match = _DURATION.fullmatch(duration.strip())
   if not match or duration.strip() in ("P", "PT"):
     raise ValueError(f"not an ISO 8601 duration: {duration!r} (want e.g. 'P4Y2M' or 'P10D')")
-  return sum(float(match[unit]) * per for unit, per in _YEARS_PER.items() if match[unit])
+  years = sum(float(match[unit]) * per for unit, per in _YEARS_PER.items() if match[unit])
+  if not math.isfinite(years):
+    raise ValueError(f"not a finite ISO 8601 duration: {duration[:40]!r}")
+  return years
 
 
 def onset_for_age(years: float) -> str:

@@ -1,19 +1,21 @@
 """GA4GH Phenopacket v2 reader: files, directory trees and phenopacket-store zips, validated by the schema."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
 import re
 import zipfile
-from typing import Any, Iterator
+import zlib
+from typing import Any, Callable, Iterator, NoReturn
 
 import phenopackets
 from google.protobuf import descriptor, json_format, message, message_factory
 
 from rarejax import knowledge
 from rarejax.cases import onset as onset_lib
-from rarejax.cases.case import Case, CaseFormatError, ReadReport, decode_json
+from rarejax.cases.case import Case, CaseFormatError, ReadReport, check_encodable, decode_json
 
 _HPO_ID = re.compile(r"HP:\d{7}")
 _DISEASE_ID = re.compile(r"[A-Za-z][\w.-]*:\S+")
@@ -50,7 +52,7 @@ def parse_phenopacket(data: bytes | str, where: str = "<string>",
   name = pathlib.PurePath(where.rsplit(":", 1)[-1]).stem
   return Case(
       id=packet.id or name, note="", gold_ids=gold_ids, observed=observed, excluded=excluded,
-      age=_age(packet, where), sex=_sex(packet), onset=_onset(packet, gold_ids, where),
+      age=_age(packet, where), sex=_sex(packet, where), onset=_onset(packet, gold_ids, where),
       source="phenopacket", pmid=_pmid(packet, where),
       provenance={**(provenance or {}), "gold_labels": gold_labels})
 
@@ -71,28 +73,45 @@ def read_phenopackets(source: str | os.PathLike, kb: knowledge.KnowledgeBase | N
   """
   report, parser = ReadReport(), PhenopacketParser()
   cases = []
-  for where, data, provenance in _documents(pathlib.Path(source)):
+  for where, read, provenance in _documents(pathlib.Path(source)):
     try:
-      cases.append(parse_phenopacket(data, where, kb, report, provenance, parser))
+      cases.append(parse_phenopacket(_read(read, where), where, kb, report, provenance, parser))
     except CaseFormatError as err:
       report.skip(err)
   report.n_read = len(cases)
   return cases, report
 
 
-def _documents(source: pathlib.Path) -> Iterator[tuple[str, bytes, dict[str, str]]]:
-  """(where, bytes, provenance) for each JSON document under a file, directory or zip."""
+def _read(read: Callable[[], bytes], where: str) -> bytes:
+  """read(), with unreadable files and damaged zip members as CaseFormatError."""
+  try:
+    return read()
+  except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as err:
+    raise CaseFormatError(where, "<file>", "unreadable", f"{type(err).__name__}: {err}") from None
+
+
+def _not_a_zip(source: pathlib.Path) -> NoReturn:
+  raise CaseFormatError(str(source), "<file>", "not a readable zip archive",
+                        "truncated or damaged: no central directory")
+
+
+def _documents(source: pathlib.Path
+               ) -> Iterator[tuple[str, Callable[[], bytes], dict[str, str]]]:
+  """(where, read its bytes, provenance) for each JSON document under a file, directory or zip."""
   if not source.exists():
     raise FileNotFoundError(f"phenopacket source not found: {source}")
   if source.is_dir():
-    for path in sorted(source.rglob("*.json")):
-      yield str(path), path.read_bytes(), {"file": str(path)}
+    for path in sorted(p for p in source.rglob("*.json") if not p.is_dir()):
+      yield str(path), path.read_bytes, {"file": str(path)}
   elif zipfile.is_zipfile(source):
     with zipfile.ZipFile(source) as archive:
       for member in sorted(n for n in archive.namelist() if n.endswith(".json")):
-        yield f"{source}:{member}", archive.read(member), {"file": str(source), "member": member}
+        yield (f"{source}:{member}", functools.partial(archive.read, member),
+               {"file": str(source), "member": member})
+  elif source.suffix.lower() == ".zip":
+    yield str(source), functools.partial(_not_a_zip, source), {"file": str(source)}
   else:
-    yield str(source), source.read_bytes(), {"file": str(source)}
+    yield str(source), source.read_bytes, {"file": str(source)}
 
 
 class PhenopacketParser:
@@ -113,6 +132,7 @@ class PhenopacketParser:
     if not isinstance(obj, dict):
       raise CaseFormatError(where, "<json>", "expected a JSON object (one phenopacket)",
                             f"got {type(obj).__name__}")
+    check_encodable(where, "<json>", obj)  # json_format breaks on unpaired surrogates in keys
     packet, rest = phenopackets.Phenopacket(), {}
     for key, value in obj.items():
       field = _FIELDS.get(key)
@@ -125,6 +145,9 @@ class PhenopacketParser:
 
   def _item(self, field: descriptor.FieldDescriptor, value: Any, where: str,
             path: str) -> message.Message:
+    if not isinstance(value, dict):
+      raise CaseFormatError(where, path, "does not match the Phenopacket v2 schema",
+                            f"expected a JSON object, got {type(value).__name__}")
     key = (field.name, json.dumps(value))
     if key not in self._items:
       self._items[key] = _parse_into(
@@ -209,9 +232,12 @@ def _age(packet: phenopackets.Phenopacket, where: str) -> float | None:
                           "not an ISO 8601 duration", str(err)) from None
 
 
-def _sex(packet: phenopackets.Phenopacket) -> str | None:
-  name = phenopackets.Sex.Name(packet.subject.sex)
-  return name if name in ("MALE", "FEMALE") else None
+def _sex(packet: phenopackets.Phenopacket, where: str) -> str | None:
+  value = phenopackets.Sex.DESCRIPTOR.values_by_number.get(packet.subject.sex)
+  if value is None:  # the JSON parser keeps unknown enum numbers
+    raise CaseFormatError(where, "subject.sex", "does not match the Phenopacket v2 schema",
+                          f"unknown Sex value {packet.subject.sex}")
+  return value.name if value.name in ("MALE", "FEMALE") else None
 
 
 def _onset(packet: phenopackets.Phenopacket, gold_ids: tuple[str, ...], where: str) -> str | None:

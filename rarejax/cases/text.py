@@ -61,7 +61,10 @@ def read_text_cases(source: str | os.PathLike) -> tuple[list[Case], ReadReport]:
   source = pathlib.Path(source)
   if not source.exists():
     raise FileNotFoundError(f"case-text source not found: {source}")
-  paths = sorted(source.rglob("*.txt")) if source.is_dir() else [source]
+  if source.is_dir():
+    paths = sorted(p for p in source.rglob("*.txt") if not p.is_dir())
+  else:
+    paths = [source]
   report = ReadReport()
   cases = []
   for path in paths:
@@ -69,6 +72,9 @@ def read_text_cases(source: str | os.PathLike) -> tuple[list[Case], ReadReport]:
       cases.extend(read_text_file(path))
     except CaseFormatError as err:
       report.skip(err)
+    except OSError as err:  # e.g. a dangling link or a file without read permission
+      report.skip(CaseFormatError(str(path), "<file>", "unreadable",
+                                  f"{type(err).__name__}: {err}"))
   report.n_read = len(cases)
   return cases, report
 
@@ -77,7 +83,7 @@ def read_text_file(path: str | os.PathLike) -> list[Case]:
   """Reads one case-text file (UTF-8); raises CaseFormatError naming the file and field."""
   data = pathlib.Path(path).read_bytes()
   try:
-    text = data.decode("utf-8")
+    text = data.decode("utf-8-sig")  # a leading BOM is fine
   except UnicodeDecodeError as err:
     raise CaseFormatError(str(path), "<file>", "invalid UTF-8", f"byte {err.start}") from None
   return parse_text_cases(text, str(path))

@@ -45,11 +45,12 @@ def sharding_context(mesh: Mesh, rules: LogicalRules) -> Iterator[None]:
 
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
-                           process_id: int | None = None) -> bool:
+                           process_id: int | None = None, auto_detect: bool = False) -> bool:
   """Calls jax.distributed.initialize for multi-process runs; a no-op for one process.
 
-  Multi-process is assumed when num_processes > 1 or a coordinator address is given (argument
-  or JAX_COORDINATOR_ADDRESS); missing values are then auto-detected by JAX (SLURM, TPU, ...).
+  Multi-process is assumed when num_processes > 1, a coordinator address is given (argument
+  or JAX_COORDINATOR_ADDRESS) or `auto_detect` is set; missing values are then detected by JAX
+  (Cloud TPU pods, SLURM, Open MPI). Call it before any other JAX call.
 
   Returns:
     True when jax.distributed was initialized (now or earlier).
@@ -57,7 +58,7 @@ def initialize_distributed(coordinator_address: str | None = None,
   if jax.distributed.is_initialized():
     return True
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  if (num_processes or 1) == 1 and coordinator_address is None:
+  if (num_processes or 1) == 1 and coordinator_address is None and not auto_detect:
     return False
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)

@@ -158,7 +158,7 @@ def run_rl(*, workdir: str | pathlib.Path, model_config: ModelConfig, init_param
                                              max_to_keep=config.keep_checkpoints,
                                              async_save=config.async_checkpoints)
   with checkpointer, writers.MetricWriter(workdir) as writer, \
-      loop_lib._preemption_notice() as preempted:  # pylint: disable=protected-access
+      loop_lib.preemption_notice() as preempted:
     run = _Run(model_config, init_params, cases, tokenizer, reward_fn, pad_id, settings,
                checkpointer, writer, metadata, eval_fn, progress)
     stopped = run.loop(preempted)

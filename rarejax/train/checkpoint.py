@@ -8,17 +8,25 @@ knowledge version, ...). A params-only export (`export_params`, the hand-off bet
 Restoring takes the target as ShapeDtypeStructs *with shardings* (`abstract_with_shardings`), so
 arrays land directly in the current mesh's layout whatever mesh wrote them. Before reading
 arrays the stored parameter shapes are compared with the target; a different architecture
-raises CheckpointMismatchError naming the differing parameters. An unreadable or incomplete
-step raises CorruptCheckpointError, or, when restoring the latest step, is skipped (with a
-warning) in favour of the newest readable one.
+raises CheckpointMismatchError naming the differing parameters; after reading, every array is
+compared with a fingerprint saved in the metadata (`fingerprints`: catches flipped bytes, which
+the storage format itself does not notice). An unreadable, incomplete or damaged step raises
+CorruptCheckpointError, or, when restoring the latest step, is skipped (with a warning) in
+favour of the newest readable one, and moved aside ('<step>.unreadable-<time>') so that the
+resumed run can save that step again.
 """
+import contextlib
 import json
 import logging
 import os
 import pathlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from rarejax.train.state import TrainState
@@ -26,7 +34,10 @@ from rarejax.train.state import TrainState
 PathLike = str | os.PathLike
 # Files/folders a finalized step of a Checkpointer always has.
 _STEP_ENTRIES = ("_CHECKPOINT_METADATA", "state/_METADATA", "metadata")
-# What orbax/tensorstore raise on missing or damaged files.
+# Metadata entry written by save and checked (then removed) by restore.
+_FINGERPRINTS = "_state_fingerprints"
+# What orbax/tensorstore raise on missing or damaged files; damaged array data surfaces as a
+# bare Exception wrapping tensorstore's error (matched by exact type, so real bugs still raise).
 _READ_ERRORS = (OSError, ValueError, KeyError)
 
 
@@ -36,6 +47,47 @@ class CheckpointMismatchError(ValueError):
 
 class CorruptCheckpointError(RuntimeError):
   """The checkpoint step is incomplete or cannot be read."""
+
+
+def _first_line(error: BaseException) -> str:
+  return f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+
+
+@contextlib.contextmanager
+def _read_errors_as_corrupt(problem: str) -> Iterator[None]:
+  """Re-raises read failures of damaged or missing files as CorruptCheckpointError(problem: ...)."""
+  try:
+    yield
+  except CheckpointMismatchError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (filtered below)
+    if not isinstance(e, _READ_ERRORS) and type(e) is not Exception:
+      raise
+    reported = e.__cause__ if type(e) is Exception and e.__cause__ else e  # tensorstore's error
+    raise CorruptCheckpointError(f"{problem}: {_first_line(reported)}") from e
+
+
+@jax.jit
+def _bit_sums(tree: Any) -> Any:
+  """Per leaf: the sum of its raw bits read as unsigned words, modulo 2**32 (uint32 scalars).
+
+  Integer sums do not round, so they are the same for any mesh or reduction order (a state
+  restored onto another mesh matches), and any single flipped bit changes them.
+  """
+  def bit_sum(x):
+    if x.dtype.itemsize >= 4:  # 8-byte values become pairs of words
+      words = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    else:
+      words = jax.lax.bitcast_convert_type(
+          x, {1: jnp.uint8, 2: jnp.uint16}[x.dtype.itemsize]).astype(jnp.uint32)
+    return jnp.sum(words, dtype=jnp.uint32)
+  return jax.tree.map(bit_sum, tree)
+
+
+def fingerprints(tree: Any) -> dict[str, int]:
+  """{leaf path: bit-sum fingerprint} of a pytree of arrays (detects silently damaged data)."""
+  flat = jax.tree_util.tree_flatten_with_path(jax.device_get(_bit_sums(tree)))[0]
+  return {jax.tree_util.keystr(path): int(value) for path, value in flat}
 
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
@@ -90,10 +142,11 @@ class Checkpointer:
       Whether a save was started.
     """
     json.dumps(metadata)  # fail now, not in the background thread
+    stamped = {**metadata, _FINGERPRINTS: fingerprints(state)}
     return self._manager.save(
         int(jax.device_get(state.step)), force=force,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                metadata=ocp.args.JsonSave(metadata)))
+                                metadata=ocp.args.JsonSave(stamped)))
 
   def all_steps(self) -> list[int]:
     """Steps present on disk (complete or not), ascending."""
@@ -104,20 +157,23 @@ class Checkpointer:
 
     Args:
       target: TrainState of ShapeDtypeStructs with shardings (abstract_with_shardings).
-      step: the step to restore; None = the newest readable one (corrupt newer steps are
-        skipped with a warning).
+      step: the step to restore; None = the newest readable one (unreadable newer steps are
+        skipped with a warning and moved aside, so that the run can save those steps again).
     """
     self.wait()
     steps = [step] if step is not None else self.all_steps()[::-1]
     if not steps:
       raise FileNotFoundError(f"no checkpoints in {self.directory}.")
-    for candidate in steps:
+    for tried, candidate in enumerate(steps):
       try:
-        return self._restore_step(candidate, target)
+        restored = self._restore_step(candidate, target)
       except CorruptCheckpointError as e:
         if step is not None:
           raise
         logging.warning("%s; trying an earlier step.", e)
+        continue
+      self._set_aside(steps[:tried])
+      return restored
     raise CorruptCheckpointError(f"no readable checkpoint in {self.directory} (tried steps "
                                  f"{steps}).")
 
@@ -127,19 +183,37 @@ class Checkpointer:
     absent = [e for e in _STEP_ENTRIES if not (step_dir / e).exists()]
     if absent:
       raise CorruptCheckpointError(f"{where} is incomplete or corrupt: missing {absent}.")
-    try:
+    with _read_errors_as_corrupt(f"{where} is corrupt"):
       metadata = self._manager.restore(
           step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
       stored = self._manager.item_metadata(step)["state"].tree["params"]
-    except _READ_ERRORS as e:
-      raise CorruptCheckpointError(f"{where} is corrupt: {type(e).__name__}: {e}") from e
-    check_params_match(stored, target.params, where, metadata)
-    try:
+      check_params_match(stored, target.params, where, metadata)
       restored = self._manager.restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    except _READ_ERRORS as e:
-      raise CorruptCheckpointError(f"{where} is corrupt: {type(e).__name__}: {e}") from e
-    return restored["state"], metadata
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    saved = metadata.pop(_FINGERPRINTS, None)  # absent in checkpoints of older versions
+    if saved is not None:
+      found = fingerprints(restored)
+      damaged = [path for path, value in saved.items() if found.get(path) != value]
+      if damaged:
+        raise CorruptCheckpointError(
+            f"{where} is corrupt: the data of {', '.join(damaged[:3])}"
+            f"{' ...' if len(damaged) > 3 else ''} differs from what was saved (damaged bytes)")
+    return restored, metadata
+
+  def _set_aside(self, unreadable: list[int]) -> None:
+    """Renames unreadable steps to '<step>.unreadable-<time>' (kept for inspection; they would
+    block new saves of the same steps). Process 0 renames; every process waits and re-lists."""
+    if not unreadable:
+      return
+    if jax.process_index() == 0:
+      stamp = time.strftime("%Y%m%d-%H%M%S")
+      for bad in unreadable:
+        aside = self.directory / f"{bad}.unreadable-{stamp}"
+        (self.directory / str(bad)).rename(aside)
+        logging.warning("checkpoint step %d could not be read; moved to %s", bad, aside)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"rarejax set aside unreadable steps {unreadable}")
+    self._manager.reload()
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
@@ -169,14 +243,9 @@ def load_params(directory: PathLike, target: Any) -> tuple[Any, dict[str, Any]]:
   """Reads an export_params directory into `target` (ShapeDtypeStructs with shardings)."""
   directory = pathlib.Path(directory).absolute()
   where = f"params export {directory}"
-  try:
+  with _read_errors_as_corrupt(f"{where} is incomplete or corrupt"):
     metadata = json.loads((directory / "metadata.json").read_text())
     with ocp.StandardCheckpointer() as checkpointer:
       check_params_match(checkpointer.metadata(directory / "params").item_metadata.tree,
                          target, where, metadata)
       return checkpointer.restore(directory / "params", target), metadata
-  except CheckpointMismatchError:
-    raise
-  except _READ_ERRORS as e:
-    raise CorruptCheckpointError(f"{where} is incomplete or corrupt: {type(e).__name__}: {e}"
-                                 ) from e

@@ -11,7 +11,10 @@
 * Observability: <workdir>/metrics.jsonl + TensorBoard events (train.writers), a progress line
   with step, loss, tokens/s and ETA, compile statistics (flops, memory) as step-0 metrics.
 * Guards: a non-finite loss stops the run before anything is saved, so the last good checkpoint
-  stays the newest; SIGTERM (preemption) saves a checkpoint at the current step and returns.
+  stays the newest; SIGTERM (preemption) saves a checkpoint at the current step and returns
+  (on several hosts: at a step all hosts agree on, whichever host got the signal).
+* Multi-host: every process runs `train` with the same arguments; `batches_from` yields that
+  process's rows of each global batch (process_count x its rows); only process 0 writes metrics.
 * Metrics are read back one step late, so the host never waits on the step it just launched.
 """
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 import gin
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import tqdm
 
@@ -85,22 +89,34 @@ class TrainResult:
 
 
 @contextlib.contextmanager
-def _sigterm_flag() -> Iterator[dict[str, bool]]:
-  """Yields a dict whose 'set' turns True when SIGTERM arrives (main thread only)."""
+def preemption_notice() -> Iterator[Callable[[int], bool]]:
+  """Yields preempted(step) -> bool, True from the step at which the run must save and stop.
+
+  One process: a SIGTERM handler sets a flag (main thread only; elsewhere never preempted).
+  Several processes: JAX's coordination service hears SIGTERM on any host and the hosts agree
+  on one step (multihost_utils.reached_preemption_sync_point, called at every step), so all of
+  them save the same checkpoint together instead of waiting on each other forever.
+  """
+  if jax.process_count() > 1:
+    yield multihost_utils.reached_preemption_sync_point
+    return
   flag = {"set": False}
   try:
     previous = signal.signal(signal.SIGTERM, lambda *_: flag.update(set=True))
   except ValueError:  # not the main thread: no handler, never preempted by signal
-    yield flag
+    yield lambda _: False
     return
   try:
-    yield flag
+    yield lambda _: flag["set"]
   finally:
     signal.signal(signal.SIGTERM, previous)
 
 
-def _abstract_batch(batch: Batch) -> dict[str, jax.ShapeDtypeStruct]:
-  return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in batch.items()}
+def _global_abstract_batch(batch: Batch) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch the step is compiled for: every process feeds its own rows (per-host
+  input sharding), so the global batch has process_count x the rows of `batch`."""
+  rows = lambda v: (np.shape(v)[0] * jax.process_count(), *np.shape(v)[1:])
+  return {k: jax.ShapeDtypeStruct(rows(v), np.asarray(v).dtype) for k, v in batch.items()}
 
 
 def _initial_state(model_config, tx, shardings, checkpointer, loop_config, init_params):
@@ -131,7 +147,7 @@ def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerCon
   checkpointer = checkpoint_lib.Checkpointer(workdir / "checkpoints",
                                              max_to_keep=loop_config.keep_checkpoints,
                                              async_save=loop_config.async_checkpoints)
-  with checkpointer, writers.MetricWriter(workdir) as writer, _sigterm_flag() as sigterm:
+  with checkpointer, writers.MetricWriter(workdir) as writer, preemption_notice() as preempted:
     state = _initial_state(model_config, tx, shardings, checkpointer, loop_config, init_params)
     start = int(jax.device_get(state.step))
     batches = batches_from(start)
@@ -145,9 +161,9 @@ def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerCon
     compiled = step_lib.compile_train_step(
         step_fn, shardings, checkpoint_lib.abstract_with_shardings(
             state_lib.abstract_train_state(model_config, tx), shardings),
-        _abstract_batch(first), mesh)
+        _global_abstract_batch(first), mesh)
     writer.write(start, {f"compile/{k}": v for k, v in compiled.stats.items()})
-    return run.loop(state, compiled, first, batches, sigterm)
+    return run.loop(state, compiled, first, batches, preempted)
 
 
 class _Run:
@@ -164,7 +180,7 @@ class _Run:
                          disable=not progress or jax.process_index() != 0, mininterval=2)
     self.tokens, self.clock = 0.0, time.perf_counter()
 
-  def loop(self, state, compiled, first, batches, sigterm) -> TrainResult:
+  def loop(self, state, compiled, first, batches, preempted) -> TrainResult:
     pending, batch = None, first
     step = int(jax.device_get(state.step))
     while step < self.config.num_steps:
@@ -173,7 +189,8 @@ class _Run:
         self._record(*pending)
       pending = (step + 1, metrics)
       step += 1
-      must_save = step % self.config.checkpoint_every == 0 or sigterm["set"]
+      stop = preempted(step)
+      must_save = step % self.config.checkpoint_every == 0 or stop
       must_eval = self.config.eval_every and step % self.config.eval_every == 0
       if must_save or must_eval or step == self.config.num_steps:
         self._record(*pending)  # the state about to be saved/evaluated must be finite
@@ -182,8 +199,8 @@ class _Run:
         self._evaluate(state, step)
       if must_save:
         self._save(state)
-      if sigterm["set"]:
-        logging.warning("SIGTERM: checkpoint saved at step %d; stopping.", step)
+      if stop:
+        logging.warning("preempted (SIGTERM): checkpoint saved at step %d; stopping.", step)
         return self.finish(state, "preempted", save=False)
       if step < self.config.num_steps:
         batch = next(batches)

@@ -142,10 +142,14 @@ class CompiledStep:
   """
   executable: jax.stages.Compiled
   batch_shardings: Batch
+  batch_shapes: dict[str, tuple[int, ...]]  # global shapes the step was compiled for
   stats: dict[str, float]
 
   def __call__(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
-    return self.executable(state, jax.device_put(batch, self.batch_shardings))
+    """`batch` holds this process's rows (all rows when there is one process)."""
+    batch = jax.make_array_from_process_local_data(
+        self.batch_shardings, batch, {k: self.batch_shapes[k] for k in batch})
+    return self.executable(state, batch)
 
 
 def compile_train_step(step_fn: StepFn, state_shardings: TrainState, abstract_state: TrainState,
@@ -157,7 +161,7 @@ def compile_train_step(step_fn: StepFn, state_shardings: TrainState, abstract_st
     step_fn: from make_train_step.
     state_shardings: from state.train_state_shardings.
     abstract_state: state.abstract_train_state (or the real state).
-    abstract_batch: a batch of ShapeDtypeStructs (or arrays) with the run's shapes.
+    abstract_batch: the global batch as ShapeDtypeStructs (or arrays) with the run's shapes.
     mesh: the device mesh.
     rules: logical-axis rules for the activations inside the model.
   """
@@ -173,4 +177,6 @@ def compile_train_step(step_fn: StepFn, state_shardings: TrainState, abstract_st
                "alias %.3g", stats["flops"], stats["argument_size_in_bytes"],
                stats["output_size_in_bytes"], stats["temp_size_in_bytes"],
                stats["alias_size_in_bytes"])
-  return CompiledStep(executable=executable, batch_shardings=shardings, stats=stats)
+  return CompiledStep(executable=executable, batch_shardings=shardings,
+                      batch_shapes={k: tuple(v.shape) for k, v in abstract_batch.items()},
+                      stats=stats)
