@@ -19,7 +19,7 @@ import itertools
 import json
 import logging
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gin
@@ -92,19 +92,19 @@ def _data_stage(ctx: pipeline.StageContext) -> dict:
           "summary": f"{len(names)} tasks, vocab {vocabulary.vocab_size}"}
 
 
-def _batches_for(names: dict[str, str], roles: tuple[str, ...], sequence_length: int,
+def _batches_for(names: dict[str, str], rates: Mapping[str, float], sequence_length: int,
                  batch_size: int, seed: int):
-  missing_optional = [r for r in roles if r in OPTIONAL_ROLES and r not in names]
-  if missing_optional and len(missing_optional) < len(roles):
+  missing_optional = [r for r in rates if r in OPTIONAL_ROLES and r not in names]
+  if missing_optional and len(missing_optional) < len(rates):
     logging.warning("train_stage.tasks: no %s data (no earlier stage produced any, e.g. a rers "
                     "stage that kept no trajectory); training on %s only", missing_optional,
-                    [r for r in roles if r not in missing_optional])
-    roles = tuple(r for r in roles if r not in missing_optional)
-  unknown = [r for r in roles if r not in names]
+                    [r for r in rates if r not in missing_optional])
+    rates = {r: rate for r, rate in rates.items() if r not in missing_optional}
+  unknown = [r for r in rates if r not in names]
   if unknown:
     raise ValueError(f"train_stage.tasks: unknown task role(s) {unknown}; known: {sorted(names)}")
-  provider = names[roles[0]] if len(roles) == 1 else tasks_lib.register_mixture(
-      {names[r]: 1.0 for r in roles})
+  provider = (names[next(iter(rates))] if len(rates) == 1 else
+              tasks_lib.register_mixture({names[r]: rate for r, rate in rates.items()}))
 
   def batches_from(start: int):
     stream = batches_lib.get_batches(provider, sequence_length, batch_size, seed=seed)

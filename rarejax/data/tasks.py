@@ -131,12 +131,13 @@ def register_prompts(config: builders.SimulatedConfig | builders.RealConfig,
 
 
 def register_mixture(rates: Mapping[str, float]) -> str:
-  """A Mixture of registered tasks with sampling rates; named by a hash of (task, rate)."""
+  """A Mixture of registered tasks or mixtures with sampling rates; named by a hash of (name,
+  rate). A sub-mixture's rate is shared among its tasks by their own rates (seqio)."""
   if not rates:
     raise ValueError("a mixture needs at least one task")
   items = sorted((name, float(rate)) for name, rate in rates.items())
   for name, _ in items:
-    if name not in seqio.TaskRegistry.names():
+    if name not in seqio.TaskRegistry.names() and name not in seqio.MixtureRegistry.names():
       raise ValueError(f"task {name!r} is not registered; register it before the mixture")
   name = "rarejax_mix_" + hashlib.sha256(json.dumps(items).encode()).hexdigest()[:12]
   if name in seqio.MixtureRegistry.names():

@@ -3,7 +3,8 @@
 One gin-configurable function serves every training stage; its gin scope is the stage name, so
 `cpt/train_stage.tasks = ['knowledge_lm']` and `sft/train_stage.tasks = ['sft_mixture']` give
 two stages that differ only in data, loss and schedule. Task roles are the names returned by
-rarejax.data.stage.register_tasks; several roles are mixed with equal rates.
+rarejax.data.stage.register_tasks; several roles are mixed with equal rates, or with the rates
+of a {role: rate} mapping.
 """
 from __future__ import annotations
 
@@ -46,25 +47,39 @@ def load_exported_params(export: pathlib.Path, model_config: ModelConfig) -> Any
   return params
 
 
+def task_rates(tasks: Sequence[str] | Mapping[str, float]) -> dict[str, float]:
+  """{role: sampling rate} of `train_stage.tasks`: a list samples its roles equally."""
+  if isinstance(tasks, str) or not tasks:
+    raise ValueError(f"train_stage.tasks must be a non-empty list of roles or {{role: rate}}, "
+                     f"got {tasks!r}")
+  rates = dict(tasks) if isinstance(tasks, Mapping) else {role: 1.0 for role in tasks}
+  if any(rate <= 0 for rate in rates.values()):
+    raise ValueError(f"train_stage.tasks: sampling rates must be > 0, got {rates}")
+  return rates
+
+
 @gin.configurable(denylist=["batches_for", "workdir", "init_export", "eval_fn", "metadata"])
-def train_stage(*, batches_for: Callable[[Sequence[str], int, int, int], Callable[[int], Any]],
+def train_stage(*, batches_for: Callable[[Mapping[str, float], int, int, int],
+                                         Callable[[int], Any]],
                 workdir: pathlib.Path, vocab_size: int,
                 init_export: pathlib.Path | None = None, eval_fn: EvalFn | None = None,
                 metadata: Mapping[str, Any] | None = None,
-                tasks: Sequence[str] = gin.REQUIRED, sequence_length: int = 256,
+                tasks: Sequence[str] | Mapping[str, float] = gin.REQUIRED,
+                sequence_length: int = 256,
                 batch_size: int = 16, model_config: ModelConfig | None = None,
                 optimizer_config: optimizer.OptimizerConfig | None = None,
                 loop_config: loop.LoopConfig | None = None) -> dict:
   """Trains one stage and exports its params; returns the stage result (metrics, export path).
 
   Args:
-    batches_for: (task roles, sequence_length, batch_size, seed) → batches_from(start_step).
+    batches_for: ({task role: sampling rate}, sequence_length, batch_size, seed) →
+      batches_from(start_step).
     workdir: the stage folder.
     vocab_size: the tokenizer's vocabulary size.
     init_export: params of the previous stage (None: train from scratch).
     eval_fn: (params, step) → metrics on held-out cases (sampler + grader).
     metadata: recorded with every checkpoint and the export (vocabulary, knowledge version).
-    tasks: task roles to train on (gin).
+    tasks: task roles to train on (gin): a list (equal rates) or {role: sampling rate}.
     sequence_length, batch_size: packed rows per step (gin).
     model_config, optimizer_config, loop_config: gin-provided (defaults: ModelConfig(), ...).
   """
@@ -74,7 +89,7 @@ def train_stage(*, batches_for: Callable[[Sequence[str], int, int, int], Callabl
   init_params = load_exported_params(init_export, model_config) if init_export else None
   result = loop.train(
       model_config=model_config, optimizer_config=optimizer_config, loop_config=loop_config,
-      batches_from=batches_for(tuple(tasks), sequence_length, batch_size, loop_config.seed),
+      batches_from=batches_for(task_rates(tasks), sequence_length, batch_size, loop_config.seed),
       workdir=workdir, metadata=metadata, init_params=init_params, eval_fn=eval_fn)
   if result.stopped != "completed":
     raise StagePreempted(f"stage in {workdir} stopped at step {result.step} ({result.stopped}); "
