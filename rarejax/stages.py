@@ -60,15 +60,23 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
                          heldout_phenopackets: Sequence[str] = (),
                          validation_fraction: float = 0.2, split_seed: int = 0,
                          ordo_path: str | None = None,
-                         mondo_sssom_paths: Sequence[str] = ()) -> knowledge.KnowledgeBase:
+                         mondo_sssom_paths: Sequence[str] = (),
+                         skip_missing_heldout: bool = False) -> knowledge.KnowledgeBase:
   """The knowledge base of the experiment (cached on disk by rarejax.knowledge).
 
   The honest protocol: the validation publications of `heldout_phenopackets` (split by
   publication exactly as the real-case dataset splits them: same fraction and seed) are added
   to `exclude_pmids`, so no annotation row citing an evaluated paper reaches any stage.
+  With `skip_missing_heldout`, a held-out source that does not exist is skipped with a warning
+  (the knowledge's version stamp then records fewer exclusions, and an evaluation on those
+  cases reports the checkpoint as not honest); otherwise it is an error.
   """
   held_out = []
   for source in heldout_phenopackets:
+    if skip_missing_heldout and not pathlib.Path(source).exists():
+      logging.warning("experiment_knowledge: held-out phenopackets %s not found; their "
+                      "publications are not excluded from the knowledge", source)
+      continue
     read, _ = cases.read_phenopackets(source)
     split = cases.split_by_publication(read, validation_fraction, split_seed)
     held_out += cases.pmids(c for c in split if c.split == "validation")

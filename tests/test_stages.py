@@ -37,6 +37,15 @@ def test_validation_publications_of_heldout_phenopackets_are_excluded(tmp_path):
   assert none_held_out.version.excluded_pmids == ()
 
 
+def test_missing_heldout_phenopackets_are_an_error_unless_skipped(tmp_path, caplog):
+  missing = str(tmp_path / "absent.zip")
+  with pytest.raises(Exception, match="absent.zip"):
+    stages.experiment_knowledge(heldout_phenopackets=[missing])
+  kb = stages.experiment_knowledge(heldout_phenopackets=[missing], skip_missing_heldout=True)
+  assert kb.version.excluded_pmids == ()
+  assert "not found" in caplog.text and "absent.zip" in caplog.text
+
+
 def test_import_hf_stage_exports_params_the_training_stages_can_load(tmp_path):
   transformers = pytest.importorskip("transformers")
   torch = pytest.importorskip("torch")
