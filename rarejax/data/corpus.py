@@ -34,6 +34,7 @@ KINDS = ("profile", "disease_findings", "disease_inheritance", "disease_onset",
 FREQUENCY_BANDS = ((0.8, "very frequent", "80–99%"), (0.3, "frequent", "30–79%"),
                    (0.05, "occasional", "5–29%"), (1e-9, "very rare", "1–4%"))
 SPECIFIC_IC = 3.0  # a finding at least this informative is called specific
+MIN_SUPPORT_IC = 2.0  # a less specific finding must be at least this informative to count
 MAX_LISTED = 12  # findings named in one answer
 
 
@@ -85,6 +86,23 @@ def findings(kb: knowledge.KnowledgeBase, disease: knowledge.Disease) -> list[Fi
   out = [Finding(h, onto.name(h), float(np.mean(v)) if v else None, kb.ic(h))
          for h, v in values.items()]
   return sorted(out, key=lambda f: (-_sort_frequency(f.frequency), -f.ic, f.hpo_id))
+
+
+def support_table(kb: knowledge.KnowledgeBase, disease: knowledge.Disease,
+                  ) -> tuple[dict[str, Finding], dict[str, str]]:
+  """What a disease's annotations can account for: (its present findings by HPO id, and for
+  each informative ancestor (IC >= MIN_SUPPORT_IC) of one, the annotated id it stands for).
+
+  A note's finding supports the disease when it is annotated, or a less specific form of an
+  annotated finding that is still informative; the targets and the evidence finder agree on it.
+  """
+  annotated = {f.hpo_id: f for f in findings(kb, disease) if f.frequency != 0.0}
+  vaguer: dict[str, str] = {}
+  for hpo_id in annotated:
+    for ancestor in sorted(kb.ontology.ancestors(hpo_id, include_self=False)):
+      if kb.ic(ancestor) >= MIN_SUPPORT_IC:
+        vaguer.setdefault(ancestor, hpo_id)
+  return annotated, vaguer
 
 
 def _sort_frequency(frequency: float | None) -> float:

@@ -20,7 +20,6 @@ from rarejax.data import format as format_lib
 from rarejax.evaluate import baselines
 from rarejax.evaluate.phenotype_index import PhenotypeIndex
 
-MIN_SUPPORT_IC = 2.0  # a less specific finding must be at least this informative to count
 MAX_ALTERNATIVES = 3  # alternatives discussed in the reasoning
 REASONING_STYLES = ("full", "brief")
 _NO_SCORE = -1e29  # rankers score impossible diseases -1e30
@@ -125,14 +124,7 @@ class DiagnosisTargets:
   def _support_table(self, disease_id: str) -> tuple[dict[str, corpus.Finding], dict[str, str]]:
     """(annotated finding by id, annotated id by each informative ancestor) of a disease."""
     if disease_id not in self._support:
-      disease = self.kb.diseases[disease_id]
-      annotated = {f.hpo_id: f for f in corpus.findings(self.kb, disease) if f.frequency != 0.0}
-      vaguer: dict[str, str] = {}
-      for hpo_id in annotated:
-        for ancestor in sorted(self.kb.ontology.ancestors(hpo_id, include_self=False)):
-          if self.kb.ic(ancestor) >= MIN_SUPPORT_IC:
-            vaguer.setdefault(ancestor, hpo_id)
-      self._support[disease_id] = (annotated, vaguer)
+      self._support[disease_id] = corpus.support_table(self.kb, self.kb.diseases[disease_id])
     return self._support[disease_id]
 
   def _explained(self, observed: Sequence[str], disease_id: str) -> list[str]:

@@ -6,7 +6,7 @@ frequency), with the same rule the SFT reasoning uses (rarejax.data.targets):
 
   supporting    'annotated'      the finding is annotated for the disease;
                 'less_specific'  it is a less specific form of an annotated finding (an ancestor,
-                                 informative enough: IC >= MIN_SUPPORT_IC);
+                                 informative enough: IC >= corpus.MIN_SUPPORT_IC);
                 'more_specific'  it is a more specific form of an annotated finding (that
                                  annotated ancestor informative enough);
   contradicting 'absent'         the note says the finding is absent, yet it (or a more specific
@@ -24,7 +24,6 @@ from typing import Iterable
 
 from rarejax import knowledge
 from rarejax.data import corpus
-from rarejax.data.targets import MIN_SUPPORT_IC
 from rarejax.evaluate import concepts
 
 SUPPORTING = ("annotated", "less_specific", "more_specific")
@@ -122,12 +121,8 @@ class EvidenceFinder:
     if disease_id not in self._profiles:
       disease = self.kb.diseases[disease_id]
       found = corpus.findings(self.kb, disease)
-      annotated = {f.hpo_id: f.frequency for f in found if f.frequency != 0.0}
-      vaguer: dict[str, str] = {}
-      for hpo_id in annotated:
-        for ancestor in sorted(self.kb.ontology.ancestors(hpo_id, include_self=False)):
-          if self.kb.ic(ancestor) >= MIN_SUPPORT_IC:
-            vaguer.setdefault(ancestor, hpo_id)
+      present, vaguer = corpus.support_table(self.kb, disease)
+      annotated = {hpo_id: f.frequency for hpo_id, f in present.items()}
       onto = self.kb.ontology
       not_expected = {onto.resolve(a.hpo_id) for a in disease.excluded}
       not_expected |= {f.hpo_id for f in found if f.frequency == 0.0}
@@ -147,7 +142,7 @@ class EvidenceFinder:
     if hpo_id in profile.vaguer:
       return self._evidence(finding, "less_specific", profile.vaguer[hpo_id], profile)
     general = [a for a in self.kb.ontology.ancestors(hpo_id, include_self=False)
-               if a in profile.annotated and self.kb.ic(a) >= MIN_SUPPORT_IC]
+               if a in profile.annotated and self.kb.ic(a) >= corpus.MIN_SUPPORT_IC]
     if general:
       best = max(general, key=lambda a: (self.kb.ic(a), a))
       return self._evidence(finding, "more_specific", best, profile)
