@@ -70,6 +70,11 @@ def main(argv=None) -> None:
   from rarejax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   distributed = mesh_lib.initialize_distributed(args.coordinator, args.num_processes,
                                                 args.process_id)
+  # Fail here, not with a confusing loss mismatch later, if the process did not join the run.
+  assert jax.process_count() == args.num_processes, (
+      f"joined {jax.process_count()} processes, expected {args.num_processes}")
+  assert jax.process_index() == args.process_id, (
+      f"process index {jax.process_index()}, expected {args.process_id}")
   from rarejax.model.config import preset  # pylint: disable=g-import-not-at-top
   from rarejax.train import loop, optimizer  # pylint: disable=g-import-not-at-top
 
