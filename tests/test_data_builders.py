@@ -34,7 +34,8 @@ def subset(kb):
 def built(kb, subset, tmp_path_factory):
   """Knowledge corpus and simulated cases built into two separate folders."""
   configs = [builders.KnowledgeConfig.create(kb, diseases=subset, findings_questions=2),
-             builders.SimulatedConfig.create(kb, diseases=subset, n_train=2, n_validation=1)]
+             builders.SimulatedConfig.create(kb, diseases=subset, n_train=2, n_validation=1,
+                                              n_test=1)]
   roots = [tmp_path_factory.mktemp(name) for name in ("a", "b")]
   return {root: [builders.prepare(c, root, kb) for c in configs] for root in roots}
 
@@ -57,8 +58,12 @@ def test_same_config_gives_same_bytes(built):
 
 def test_splits_features_and_metadata(kb, subset, built):
   knowledge_builder, simulated = next(iter(built.values()))
-  assert set(simulated.info.splits) == {"train", "validation"}
+  assert set(simulated.info.splits) == {"train", "validation", "test"}
   assert simulated.info.splits["train"].num_examples == 2 * len(subset)
+  notes = {split: [e["note"] for e in builders.examples(simulated, split)]
+           for split in ("train", "validation", "test")}
+  assert len(notes["test"]) == len(subset)  # different draws from the other splits:
+  assert not set(notes["test"]) & (set(notes["train"]) | set(notes["validation"]))
   assert simulated.info.metadata["knowledge"]["digest"] == kb.version.digest
   assert simulated.info.metadata["config"]["n_train"] == 2
   example = next(builders.examples(simulated, "validation"))

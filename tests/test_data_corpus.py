@@ -37,6 +37,23 @@ def test_select_diseases_is_deterministic_and_respects_min_findings(kb, subset):
   assert all(len(kb.diseases[d].phenotype_ids()) >= 5 for d in subset)
 
 
+def test_differential_groups_are_look_alikes(kb):
+  groups = corpus.select_differential_groups(kb, 3, 4, seed=1)
+  assert groups == corpus.select_differential_groups(kb, 3, 4, seed=1)
+  assert len(groups) == len(set(groups)) == 12 and list(groups) == sorted(groups)
+  assert all(len(kb.diseases[d].phenotype_ids()) >= 5 for d in groups)
+  random = corpus.select_diseases(kb, 12, seed=1)
+
+  def mean_nearest_overlap(diseases):
+    """Mean over diseases of the largest Jaccard overlap of annotations with another one."""
+    terms = {d: set(kb.diseases[d].phenotype_ids()) for d in diseases}
+    return sum(max(len(terms[a] & terms[b]) / len(terms[a] | terms[b])
+                   for b in diseases if b != a) for a in diseases) / len(diseases)
+  assert mean_nearest_overlap(groups) > 2 * mean_nearest_overlap(random)
+  with pytest.raises(ValueError, match="need 100000 diseases"):
+    corpus.select_differential_groups(kb, 10000, 10)
+
+
 def test_examples_cover_both_directions_and_are_deterministic(kb, subset):
   examples = list(corpus.knowledge_examples(kb, subset, seed=0))
   assert examples == list(corpus.knowledge_examples(kb, subset, seed=0))

@@ -1,5 +1,6 @@
 """seqio tasks over built datasets and the numpy batch iterator the train loop calls."""
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -122,3 +123,15 @@ def test_trajectory_task_pairs_original_prompt_with_response(kb, data, tmp_path)
   assert collections.Counter(_key(*s) for s in segments) == collections.Counter(
       (tuple(vocabulary.encode(r["prompt"])), tuple(vocabulary.encode(r["response"]) + [1]))
       for r in rows)
+
+
+def test_final_rate_adds_the_final_level_to_the_sft_mixture(data):
+  prepared, names = data
+  assert {t.name for t in seqio.get_mixture_or_task(names["sft_mixture"]).tasks} == {
+      names["knowledge_qa"], names["diagnosis"]}
+  with_final = stage.register_tasks(dataclasses.replace(
+      prepared, spec=dataclasses.replace(prepared.spec, final_rate=0.5)))
+  mixture = seqio.get_mixture_or_task(with_final["sft_mixture"])
+  assert {t.name for t in mixture.tasks} == {names["knowledge_qa"], names["diagnosis"],
+                                             names["diagnosis_final"]}
+  assert mixture.get_rate(seqio.get_mixture_or_task(names["diagnosis_final"])) == 0.5

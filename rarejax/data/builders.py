@@ -113,7 +113,8 @@ class KnowledgeConfig(RarejaxConfig):
 @dataclasses.dataclass(eq=False, kw_only=True)
 class SimulatedConfig(RarejaxConfig):
   n_train: int = 10  # simulated patients per disease in 'train'
-  n_validation: int = 2  # ... and in 'validation' (different draws)
+  n_validation: int = 2  # ... and in 'validation' (different draws; training-time checks)
+  n_test: int = 0  # ... and in 'test' (different draws again; what the eval stage reports)
   simulator: cases_lib.SimulatorConfig = dataclasses.field(
       default_factory=cases_lib.SimulatorConfig)
   render: cases_lib.RenderConfig = dataclasses.field(default_factory=cases_lib.RenderConfig)
@@ -308,8 +309,10 @@ class SimulatedCases(RarejaxBuilder, skip_registration=True):
     config = self.builder_config
     diseases = config.diseases or tuple(self.kb.disease_ids("OMIM"))
     simulator = cases_lib.PatientSimulator(self.kb, config.simulator)
-    ranges = {"train": range(config.n_train),
-              "validation": range(config.n_train, config.n_train + config.n_validation)}
+    ends = np.cumsum([config.n_train, config.n_validation, config.n_test]).tolist()
+    ranges = {"train": range(ends[0]), "validation": range(ends[0], ends[1])}
+    if config.n_test:
+      ranges["test"] = range(ends[1], ends[2])
     out = {}
     for split, indices in ranges.items():
       simulated = [simulator.simulate(d, config.seed, i) for d in diseases for i in indices]

@@ -24,8 +24,10 @@ import zlib
 from typing import Iterator, Sequence
 
 import numpy as np
+from scipy import sparse
 
 from rarejax import knowledge
+from rarejax.evaluate import phenotype_index
 
 KINDS = ("profile", "disease_findings", "disease_inheritance", "disease_onset",
          "disease_definition", "disease_id", "findings_disease", "disease_support",
@@ -135,6 +137,45 @@ def select_diseases(kb: knowledge.KnowledgeBase, n: int | None = None, seed: int
     order = np.random.default_rng(seed).permutation(len(eligible))[:n]
     eligible = [eligible[i] for i in order]
   return tuple(sorted(eligible))
+
+
+def select_differential_groups(kb: knowledge.KnowledgeBase, n_groups: int, group_size: int,
+                               seed: int = 0, prefix: str = "OMIM", min_findings: int = 5,
+                               ) -> tuple[str, ...]:
+  """`n_groups` groups of `group_size` look-alike diseases (sorted ids, deterministic).
+
+  A group is a seed disease, drawn at random among the diseases with ≥ min_findings findings,
+  and the group_size - 1 not yet chosen such diseases whose annotation profiles are most similar
+  to it: cosine of their propagated phenotype profiles, each term weighted by its information
+  content. No ranker's scores take part, so the groups favour none of them.
+  """
+  if n_groups < 1 or group_size < 1:
+    raise ValueError(f"need n_groups >= 1 and group_size >= 1, got {n_groups}, {group_size}")
+  eligible = list(select_diseases(kb, None, seed, prefix, min_findings))
+  if n_groups * group_size > len(eligible):
+    raise ValueError(f"{n_groups} groups of {group_size} need {n_groups * group_size} diseases; "
+                     f"only {len(eligible)} {prefix} diseases have >= {min_findings} findings")
+  index = phenotype_index.PhenotypeIndex(kb, disease_ids=eligible)
+  profiles = (index.freq > 0).astype(np.float32) @ sparse.diags(index.ic)
+  norms = np.sqrt(np.asarray(profiles.multiply(profiles).sum(axis=1)).ravel())
+  profiles = sparse.diags(1.0 / np.maximum(norms, 1e-9)) @ profiles
+  free = np.ones(len(eligible), bool)
+  chosen: list[str] = []
+  for first in np.random.default_rng(seed).permutation(len(eligible)):
+    if len(chosen) == n_groups * group_size:
+      break
+    if not free[first]:
+      continue
+    similarity = (profiles @ profiles[first].T).toarray().ravel()
+    similarity[~free] = -np.inf
+    similarity[first] = np.inf
+    group = np.argsort(-similarity, kind="stable")[:group_size]
+    free[group] = False
+    chosen += [eligible[i] for i in group]
+  if len(chosen) < n_groups * group_size:
+    raise ValueError(f"only {len(chosen) // group_size} groups of {group_size} {prefix} "
+                     f"diseases could be formed, {n_groups} asked for")
+  return tuple(sorted(chosen))
 
 
 def profile_document(kb: knowledge.KnowledgeBase, disease: knowledge.Disease) -> str:

@@ -29,12 +29,16 @@ import seqio  # pylint: disable=g-bad-import-order  (tf_setup ran through the im
 class DataSpec:
   """What to build. Real sources are optional; `tokenizer` selects a pretrained vocabulary."""
   n_diseases: int | None = 50  # OMIM subset size; None = every disease with ≥ min_findings
+  # 1: the subset is drawn at random; k > 1: n_diseases / k differential groups of k look-alike
+  # diseases (corpus.select_differential_groups), the harder task of telling similar diseases apart
+  differential_group_size: int = 1
   min_findings: int = 5
   disease_seed: int = 0
   seed: int = 0
   findings_questions: int = 3
   n_train: int = 10  # simulated patients per disease
-  n_validation: int = 2
+  n_validation: int = 2  # ... for checks during training and choices made while developing
+  n_test: int = 2  # ... reported by the eval stage, never looked at before
   simulator: cases_lib.SimulatorConfig = cases_lib.SimulatorConfig()
   render: cases_lib.RenderConfig = cases_lib.RenderConfig()
   n_ranked: int = 10
@@ -45,8 +49,9 @@ class DataSpec:
   validation_fraction: float = 0.2
   vocab_size: int = 8192
   tokenizer: str = ""  # a pretrained .model / tokenizer.json; '' = train SentencePiece
-  qa_rate: float = 1.0  # SFT mixture rates: knowledge QA vs diagnosis
+  qa_rate: float = 1.0  # SFT mixture rates: knowledge QA, diagnosis (ranked differential) and
   diagnosis_rate: float = 1.0
+  final_rate: float = 0.0  # ... diagnosis at the final level (one diagnosis: half the tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,14 +73,22 @@ def make_configs(kb: knowledge.KnowledgeBase, spec: DataSpec,
                  ) -> tuple[builders.KnowledgeConfig, builders.SimulatedConfig,
                             builders.RealConfig | None]:
   """The builder configs a spec stands for."""
-  diseases = corpus.select_diseases(kb, spec.n_diseases, spec.disease_seed, "OMIM",
-                                    spec.min_findings)
+  if spec.differential_group_size > 1:
+    if spec.n_diseases is None or spec.n_diseases % spec.differential_group_size:
+      raise ValueError(f"DataSpec.n_diseases ({spec.n_diseases}) must be a multiple of "
+                       f"DataSpec.differential_group_size ({spec.differential_group_size})")
+    diseases = corpus.select_differential_groups(
+        kb, spec.n_diseases // spec.differential_group_size, spec.differential_group_size,
+        spec.disease_seed, "OMIM", spec.min_findings)
+  else:
+    diseases = corpus.select_diseases(kb, spec.n_diseases, spec.disease_seed, "OMIM",
+                                      spec.min_findings)
   knowledge_config = builders.KnowledgeConfig.create(
       kb, diseases=diseases, seed=spec.seed, findings_questions=spec.findings_questions)
   simulated = builders.SimulatedConfig.create(
       kb, diseases=diseases, seed=spec.seed, n_train=spec.n_train,
-      n_validation=spec.n_validation, simulator=spec.simulator, render=spec.render,
-      n_ranked=spec.n_ranked, reasoning=spec.reasoning)
+      n_validation=spec.n_validation, n_test=spec.n_test, simulator=spec.simulator,
+      render=spec.render, n_ranked=spec.n_ranked, reasoning=spec.reasoning)
   real = None
   if spec.phenopackets or spec.texts or spec.jsonl:
     real = builders.RealConfig.create(
@@ -111,8 +124,9 @@ def register_tasks(data: PreparedData, vocabulary: seqio.Vocabulary | None = Non
 
   Roles: knowledge_lm, knowledge_qa, diagnosis, diagnosis_final, prompts, prompts_final (RL on
   'train', evaluation on 'validation') for simulated cases; real_diagnosis, real_prompts when
-  real cases were built; sft_mixture (knowledge QA + diagnosis SFT); trajectories (RERS
-  trajectory SFT) when a built `trajectories` dataset is given.
+  real cases were built; sft_mixture (knowledge QA + diagnosis SFT at the differential level,
+  and at the final level when DataSpec.final_rate > 0); trajectories (RERS trajectory SFT)
+  when a built `trajectories` dataset is given.
   """
   vocabulary = vocabulary or data.vocabulary()
   d = data.data_dir
@@ -124,6 +138,8 @@ def register_tasks(data: PreparedData, vocabulary: seqio.Vocabulary | None = Non
     names[f"prompts{suffix}"] = tasks.register_prompts(data.simulated, d, vocabulary, level)
   spec = data.spec
   rates = {names["knowledge_qa"]: spec.qa_rate, names["diagnosis"]: spec.diagnosis_rate}
+  if spec.final_rate:
+    rates[names["diagnosis_final"]] = spec.final_rate
   if data.real is not None:
     names["real_diagnosis"] = tasks.register_diagnosis(data.real, d, vocabulary)
     names["real_prompts"] = tasks.register_prompts(data.real, d, vocabulary)
