@@ -120,16 +120,20 @@ def _batches_for(names: dict[str, str], rates: Mapping[str, float], sequence_len
   return batches_from
 
 
-def held_out_cases(data, num_cases: int) -> list[dict[str, Any]]:
-  """The first `num_cases` held-out simulated cases (note, prompt, gold, structured phenotypes)."""
+def held_out_cases(data, num_cases: int, split: str = "validation") -> list[dict[str, Any]]:
+  """The first `num_cases` held-out simulated cases (note, prompt, gold, structured phenotypes)
+  of `split`: 'validation' for checks during training, 'test' for the eval stage's report."""
+  if split == "test" and not data.simulated.n_test:
+    raise ValueError("the eval stage reports on the simulated 'test' split, but the data has "
+                     "none: set DataSpec.n_test >= 1")
   builder = builders.builder_for(data.simulated, data.data_dir)
-  return list(itertools.islice(builders.examples(builder, "validation"), num_cases))
+  return list(itertools.islice(builders.examples(builder, split), num_cases))
 
 
 @gin.configurable(denylist=["data", "vocabulary"])
 def make_eval_fn(data, vocabulary, *, num_cases: int = 32, max_new_tokens: int = 256,
                  cache_length: int = 2048, model_config: ModelConfig | None = None):
-  """(params, step) → top-k metrics of greedy diagnoses on the first held-out simulated notes
+  """(params, step) → top-k metrics of greedy diagnoses on the first simulated validation notes
   (None when num_cases is 0, e.g. `cpt/make_eval_fn.num_cases = 0`)."""
   if num_cases == 0:
     return None
@@ -180,21 +184,24 @@ def _train(ctx: pipeline.StageContext) -> dict:
 
 @gin.configurable(denylist=["ctx"])
 def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
-               rankers: Sequence[str] = ("resnik", "likelihood_ratio"),
+               rankers: Sequence[str] = methods_lib.CLASSICAL,
                modes: Sequence[str] = methods_lib.MODES, max_new_tokens: int = 512,
                batch_size: int = 100, n_bootstrap: int = 1000,
                model_stages: Sequence[str] = ()) -> dict:
-  """Held-out simulated notes: the export of every earlier stage (greedy) next to classical
-  rankers over the experiment's diseases — reading the structured phenotypes ('oracle') and
-  the HPO concepts recognized in the note ('text') — plus oracle Resnik over every OMIM disease.
+  """Held-out simulated notes (the 'test' split, which nothing before this stage reads): the
+  export of every earlier stage (greedy) next to classical rankers over the experiment's
+  diseases — reading the structured phenotypes ('oracle') and the HPO concepts recognized in the
+  note ('text') — plus oracle Resnik over every OMIM disease. The case-based kNN ranker searches
+  the simulated training cases (what the model learned from); the fusion's weights are chosen on
+  the validation split.
 
   `model_stages` limits the models to those stages' exports (default: every export).
   Writes the evaluation report to <stage>/report/ (metrics.json with bootstrap intervals,
   report.md with plots, cases.tsv, PhEval files, responses) and a summary to metrics.json.
   """
   kb, data, _ = experiment_data(ctx.workdir)
-  rows = held_out_cases(data, num_cases)
-  cases = tuple(builders.case_from_example(r, "validation") for r in rows)
+  rows = held_out_cases(data, num_cases, "test")
+  cases = tuple(builders.case_from_example(r, "test") for r in rows)
   diseases = data.simulated.diseases or None
   bench = benchmarks_lib.Benchmark(
       "simulated_heldout", cases, from_publications=False,
@@ -208,8 +215,12 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
       for stage, result in ctx.results.items()
       if result.get("export") and (not model_stages or stage in model_stages)]
   recognizer = concepts.ConceptRecognizer.from_knowledge(kb)
-  methods += methods_lib.classical_methods(kb, rankers, modes, recognizer=recognizer,
-                                           disease_ids=diseases)
+  train_cases, tuning = (), None
+  if set(rankers) & set(methods_lib.NEEDS_TRAINING_CASES):
+    train_cases = _simulated_cases(data, "train")
+    tuning = methods_lib.FusionTuning(kb, train_cases, _simulated_cases(data, "validation"))
+  methods += methods_lib.classical_methods(kb, rankers, modes, train_cases, tuning,
+                                           recognizer=recognizer, disease_ids=diseases)
   equivalence = knowledge.IdEquivalence({d.id: d.xrefs for d in kb.diseases.values()})
   results = run_lib.evaluate([bench], methods, equivalence, recognizer)
   config = {"num_cases": len(cases), "rankers_over": bench.config["n_diseases"],
@@ -226,6 +237,11 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
                                 for k, v in result.items() if isinstance(v, dict))
   pipeline.write_json_atomically(ctx.folder / "metrics.json", result)
   return result
+
+
+def _simulated_cases(data, split: str) -> tuple[cases.Case, ...]:
+  builder = builders.builder_for(data.simulated, data.data_dir)
+  return tuple(builders.case_from_example(r, split) for r in builders.examples(builder, split))
 
 
 def _resnik_on(kb: knowledge.KnowledgeBase, rows: Sequence[dict[str, Any]],

@@ -30,9 +30,11 @@ def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
   assert results["sft"]["steps"] == 6 and results["cpt"]["stopped"] == "completed"
   evaluated = results["eval"]
   for method in ("model.cpt", "model.sft", "resnik.oracle", "resnik.text",
-                 "likelihood_ratio.oracle", "resnik.oracle.all_omim"):
+                 "likelihood_ratio.oracle", "case_knn.oracle", "fusion.text",
+                 "resnik.oracle.all_omim"):
     assert 0.0 <= evaluated[method]["top1"] <= evaluated[method]["top10"] <= 1.0, method
   assert evaluated["resnik.oracle"]["top1"] > 0  # 4 diseases: the oracle ranker finds some
+  assert evaluated["n_cases"] == 4  # the test split: one draw per disease, apart from validation
   report = (straight / "eval" / "report" / "report.md").read_text()
   assert "model.sft" in report and "resnik.text" in report
   assert (straight / "operative_config.gin").read_text().count("num_steps") >= 2
