@@ -50,9 +50,12 @@ print(f"run: {WORKDIR}  stages complete: {list(results)}")"""),
 print(f"total: {sum(r.get('wall_seconds', 0) for r in results.values()) / 60:.1f} min")"""),
     ("markdown", """## Held-out simulated notes: every stage's model next to the classical rankers
 
-`model.<stage>` is the export of that stage, greedy; `resnik` / `likelihood_ratio` rank the same
-diseases the model was trained on, reading the structured phenotypes (`oracle`) or the HPO
-concepts recognized in the note (`text`). Brackets: 95% bootstrap intervals."""),
+The simulated `test` split, which no stage reads before eval. `model.<stage>` is the export of
+that stage, greedy; `resnik` / `likelihood_ratio` rank the same diseases the model was trained
+on, `case_knn` searches the simulated training notes the model learned from, `fusion` combines
+the three (weights chosen on the validation split); each reads the structured phenotypes
+(`oracle`) or the HPO concepts recognized in the note (`text`). Brackets: 95% bootstrap
+intervals."""),
     ("code", """report = json.loads((WORKDIR / "eval" / "report" / "metrics.json").read_text())
 bench, entry = next(iter(report["benchmarks"].items()))
 methods = entry["methods"]
