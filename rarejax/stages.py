@@ -19,7 +19,7 @@ import itertools
 import json
 import logging
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import gin
@@ -126,8 +126,11 @@ def held_out_cases(data, num_cases: int, split: str = "validation") -> list[dict
   if split == "test" and not data.simulated.n_test:
     raise ValueError("the eval stage reports on the simulated 'test' split, but the data has "
                      "none: set DataSpec.n_test >= 1")
-  builder = builders.builder_for(data.simulated, data.data_dir)
-  return list(itertools.islice(builders.examples(builder, split), num_cases))
+  return list(itertools.islice(_simulated_rows(data, split), num_cases))
+
+
+def _simulated_rows(data, split: str) -> Iterator[dict[str, Any]]:
+  return builders.examples(builders.builder_for(data.simulated, data.data_dir), split)
 
 
 @gin.configurable(denylist=["data", "vocabulary"])
@@ -240,8 +243,7 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
 
 
 def _simulated_cases(data, split: str) -> tuple[cases.Case, ...]:
-  builder = builders.builder_for(data.simulated, data.data_dir)
-  return tuple(builders.case_from_example(r, split) for r in builders.examples(builder, split))
+  return tuple(builders.case_from_example(r, split) for r in _simulated_rows(data, split))
 
 
 def _resnik_on(kb: knowledge.KnowledgeBase, rows: Sequence[dict[str, Any]],
