@@ -172,17 +172,23 @@ def _previous_trajectories(ctx: pipeline.StageContext,
   return None
 
 
+def export_metadata(kb: knowledge.KnowledgeBase, data) -> dict[str, Any]:
+  """What a training stage records with its checkpoints and export: the knowledge version, the
+  vocabulary and the prompt style (read back by model_method when the export is evaluated)."""
+  return {"knowledge": kb.version.as_dict(), "vocabulary": str(data.vocabulary_path),
+          model_method.PROMPT_INSTRUCTION: data.spec.instruction}
+
+
 def _train(ctx: pipeline.StageContext) -> dict:
   kb, data, names = experiment_data(ctx.workdir)
   trajectories = _previous_trajectories(ctx, kb)
   if trajectories is not None:  # the 'trajectories' role: knowledge QA + trajectories SFT
     names = data_stage.register_tasks(data, trajectories=trajectories)
   vocabulary = data.vocabulary()
-  metadata = {"knowledge": kb.version.as_dict(), "vocabulary": str(data.vocabulary_path)}
   return train_stage_lib.train_stage(
       batches_for=functools.partial(_batches_for, names), workdir=ctx.folder,
       vocab_size=vocabulary.vocab_size, init_export=ctx.previous_export(),
-      eval_fn=make_eval_fn(data, vocabulary), metadata=metadata)
+      eval_fn=make_eval_fn(data, vocabulary), metadata=export_metadata(kb, data))
 
 
 @gin.configurable(denylist=["ctx"])
@@ -214,7 +220,8 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
   generation_config = generation.GenerationConfig(max_new_tokens=max_new_tokens)
   methods: list[methods_lib.Method] = [
       model_method.ModelMethod(model_method.load_model(result["export"]), index,
-                               generation_config, batch_size=batch_size, name=f"model.{stage}")
+                               generation_config, batch_size=batch_size,
+                               instruction=data.spec.instruction, name=f"model.{stage}")
       for stage, result in ctx.results.items()
       if result.get("export") and (not model_stages or stage in model_stages)]
   recognizer = concepts.ConceptRecognizer.from_knowledge(kb)

@@ -7,6 +7,8 @@ import pytest
 
 from rarejax import cases, knowledge
 from rarejax.data import builders, corpus, tf_setup, trajectory
+from rarejax.data import format as format_lib
+from rarejax.data import stage as data_stage
 
 import test_data_corpus  # pylint: disable=g-bad-import-order  (shared finder of a test finding)
 
@@ -152,3 +154,23 @@ def test_trajectories_builder(kb, tmp_path):
   builder = builders.prepare(builders.TrajectoryConfig.create(kb, path=path), tmp_path / "d", kb)
   rows = sorted(builders.examples(builder), key=lambda e: e["case_id"])
   assert [r["prompt"] for r in rows] == ["P0", "P1", "P2"] and rows[0]["method"] == "rejection"
+
+
+def test_instruction_style_names_the_case_datasets_and_shapes_their_prompts(kb, subset, tmp_path):
+  (tmp_path / "PMID_1.txt").write_text("any case text")  # a real source: RealConfig is made
+
+  def configs(style):
+    spec = data_stage.DataSpec(n_diseases=4, texts=(str(tmp_path),), instruction=style)
+    return data_stage.make_configs(kb, spec)
+  full, bare = configs("full"), configs("none")
+  assert full[0].name == bare[0].name  # the knowledge corpus holds no prompt
+  assert full[1].name != bare[1].name and full[2].name != bare[2].name  # never reused
+  assert (bare[1].instruction, bare[2].instruction) == ("none", "none")
+  config = builders.SimulatedConfig.create(kb, diseases=subset[:2], n_train=1, n_validation=1,
+                                           instruction="none")
+  rows = list(builders.examples(builders.prepare(config, tmp_path / "data", kb)))
+  assert len(rows) == 2
+  for row in rows:
+    for key in ("prompt", "prompt_final"):
+      assert row[key].startswith("Clinical note:\n")
+      assert format_lib.SYSTEM_INSTRUCTION not in row[key]

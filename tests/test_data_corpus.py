@@ -160,3 +160,19 @@ def test_brief_reasoning_keeps_support_and_conclusion_only(kb, subset, simulated
     assert short.split(" Overall,")[0] in long  # the same support sentences, nothing new
   with pytest.raises(ValueError, match="reasoning must be one of"):
     targets.DiagnosisTargets(kb, subset, reasoning="short")
+
+
+def test_instruction_none_prompts_drop_the_system_instruction_at_both_levels(kb, subset,
+                                                                            simulated):
+  full = targets.DiagnosisTargets(kb, subset, n_ranked=5)
+  bare = targets.DiagnosisTargets(kb, subset, n_ranked=5, instruction="none")
+  case = simulated[0]
+  made, made_bare = full.example(case), bare.example(case)
+  for key, task, n in (("prompt", "differential", 5), ("prompt_final", "final", 10)):
+    assert made[key].startswith(format_lib.SYSTEM_INSTRUCTION)
+    assert made_bare[key] == format_lib.build_prompt(case.note, task, n, instruction="none")
+    assert format_lib.SYSTEM_INSTRUCTION not in made_bare[key]
+  assert (made_bare["response"], made_bare["response_final"]) == (made["response"],
+                                                                 made["response_final"])
+  with pytest.raises(ValueError, match="instruction must be one of"):
+    targets.DiagnosisTargets(kb, subset, instruction="short")

@@ -141,6 +141,36 @@ def test_a_note_too_long_for_the_cache_is_cut(method):
       "Short note."), False)
   with pytest.raises(ValueError, match="prompt template alone"):
     generation.fit_prompt(vocabulary, "Short note.", 20)
+  bare, cut = generation.fit_prompt(vocabulary, "Arachnodactyly. " * 400, 400, 10, "none")
+  assert cut and len(generation.prompt_ids(vocabulary, bare)) <= 400
+  assert bare.startswith("Clinical note:\nArachnodactyly.")
+  # The tokens the instruction took go to the note.
+  assert len(bare) > len(prompt.removeprefix(fmt.SYSTEM_INSTRUCTION + "\n\n"))
+
+
+def test_prompts_follow_the_style_the_export_records(method, caplog):
+  assert model_method.PROMPT_INSTRUCTION not in method.model.metadata  # an older export
+  assert method.instruction == "full" and method.model.prompt_instruction == "full"
+  assert method.prompt("Short note.") == (fmt.build_prompt("Short note."), False)
+  model = dataclasses.replace(method.model, metadata={**method.model.metadata,
+                                                      model_method.PROMPT_INSTRUCTION: "none"})
+  bare = model_method.ModelMethod(model, INDEX, method.generation, max_cache_length=1024)
+  assert bare.instruction == "none" and bare.config["prompt_instruction"] == "none"
+  assert bare.prompt("Short note.") == (fmt.build_prompt("Short note.", instruction="none"), False)
+  asked = model_method.ModelMethod(model, INDEX, method.generation, max_cache_length=1024,
+                                   instruction="full")  # e.g. the eval stage's DataSpec
+  assert asked.prompt("Short note.")[0] == fmt.build_prompt("Short note.")
+  assert "trained on 'none' prompts but is asked with 'full'" in caplog.text
+  with pytest.raises(ValueError, match="instruction must be one of"):
+    model_method.ModelMethod(model, INDEX, method.generation, instruction="short")
+
+
+def test_an_unknown_prompt_style_in_metadata_is_refused(tmp_path):
+  (tmp_path / "params").mkdir()
+  (tmp_path / "metadata.json").write_text(json.dumps(
+      {"model_config": {}, model_method.PROMPT_INSTRUCTION: "terse"}))
+  with pytest.raises(ValueError, match=r"metadata.json: 'prompt_instruction' must be one of"):
+    model_method.read_metadata(tmp_path)
 
 
 def test_evaluation_run_with_the_model_next_to_resnik_writes_the_report(kb, export, tmp_path,

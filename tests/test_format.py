@@ -26,10 +26,29 @@ def test_prompt_holds_note_and_task_and_ends_where_the_response_starts():
   assert "single most likely diagnosis" in final and final != fmt.build_prompt("note")
 
 
+@pytest.mark.parametrize("task", fmt.TASKS)
+def test_instruction_none_drops_exactly_the_system_instruction(task):
+  note = "  A 12-year-old boy with tall stature.\n"
+  full = fmt.build_prompt(note, task, 7)
+  bare = fmt.build_prompt(note, task, 7, instruction="none")
+  assert full == fmt.build_prompt(note, task, 7, instruction="full")
+  assert full.startswith(fmt.SYSTEM_INSTRUCTION) and fmt.SYSTEM_INSTRUCTION not in bare
+  assert full == f"{fmt.SYSTEM_INSTRUCTION}\n\n{bare}"
+  assert bare.startswith("Clinical note:\nA 12-year-old boy with tall stature.\n\nTask: ")
+  assert bare.endswith(fmt.RESPONSE_HEADER)
+
+
+def test_full_instruction_prompt_is_unchanged():
+  assert fmt.build_prompt("A tall boy.", "differential", 3) == (
+      fmt.SYSTEM_INSTRUCTION + "\n\nClinical note:\nA tall boy.\n\nTask: List the 3 most likely "
+      "rare diseases, ranked from most to least likely.\n\nResponse:\n")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(note="n", task="ranking"), "task must be one of"),
     (dict(note="n", max_candidates=0), "max_candidates"),
     (dict(note=" \n"), "note is empty"),
+    (dict(note="n", instruction="short"), r"instruction must be one of \('full', 'none'\)"),
 ])
 def test_prompt_rejects_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):

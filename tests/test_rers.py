@@ -18,7 +18,10 @@ import pytest
 from rarejax import cases
 from rarejax import knowledge
 from rarejax.data import format as format_lib
+from rarejax.data import trajectory as trajectory_lib
+from rarejax.evaluate import generation
 from rarejax.evaluate import grader
+from rarejax.evaluate import model_method
 from rarejax.model import config as model_config
 from rarejax.model import transformer
 from rarejax.rers import filters
@@ -142,7 +145,8 @@ def marfan_cases(kb):
   return cases.render_cases(base, kb, cases.RenderConfig(synonym_rate=0, layperson_rate=0))
 
 
-def _synthesizer(kb, model, tools, script=SCRIPT, fail_on_generate=0, **overrides):
+def _synthesizer(kb, model, tools, script=SCRIPT, fail_on_generate=0, instruction="full",
+                 **overrides):
   config, params = model
   vocabulary = ScriptedVocabulary(script)
   sampler = SpySampler(config, cache_length=512, max_batch_size=2, vocabulary=vocabulary,
@@ -153,7 +157,8 @@ def _synthesizer(kb, model, tools, script=SCRIPT, fail_on_generate=0, **override
                                name="tiny-teacher")
   return synthesize.Synthesizer(teacher, kb, synthesize.SynthesisConfig(**{**settings,
                                                                            **overrides}),
-                                index=tools[0], trajectory_filter=tools[1])
+                                index=tools[0], trajectory_filter=tools[1],
+                                instruction=instruction)
 
 
 def _run(synthesizer, marfan_cases, folder):
@@ -300,6 +305,23 @@ def test_provenance_is_complete(kb, model, tools, marfan_cases, tmp_path):
     assert "Feedback" not in t.response
 
 
+def test_prompts_follow_the_experiment_instruction_style(kb, model, tools, marfan_cases,
+                                                       tmp_path):
+  synthesizer = _synthesizer(kb, model, tools, instruction="none")
+  trajectories, _ = _run(synthesizer, marfan_cases, tmp_path)
+  prompts = {c.id: format_lib.build_prompt(c.note, instruction="none") for c in marfan_cases}
+  assert trajectories and all(t.prompt == prompts[t.case_id] for t in trajectories)
+  assert all(t.provenance["prompt_instruction"] == "none" for t in trajectories)
+  vocabulary = synthesizer.teacher.vocabulary
+  first = synthesizer.teacher.sampler.calls_of("generate")[0]
+  assert first["tokens"] == [generation.prompt_ids(vocabulary, prompts[c.id])
+                             for c in marfan_cases]  # what the teacher read
+  full = _synthesizer(kb, model, tools)
+  assert full.fingerprint(marfan_cases) != synthesizer.fingerprint(marfan_cases)
+  with pytest.raises(ValueError, match="instruction must be one of"):
+    _synthesizer(kb, model, tools, instruction="short")
+
+
 def test_synthesis_is_deterministic_given_the_seed(kb, model, tools, marfan_cases, tmp_path):
   def run(seed, folder):
     trajectories, _ = _run(_synthesizer(kb, model, tools, seed=seed, mask_rate=0.5),
@@ -381,12 +403,12 @@ def test_chunk_files_round_trip(tmp_path, kb, model, tools, marfan_cases):
 
 @pytest.mark.integration
 def test_rers_stage_feeds_trajectory_sft_in_the_tiny_pipeline(tmp_path, monkeypatch):
-  """data → cpt → rers → sft on ['knowledge_qa', 'trajectories']; the teacher is the real cpt
-  export whose text is scripted to be each case's reference response."""
+  """data → cpt → rers → sft on ['knowledge_qa', 'trajectories'] with prompts without the system
+  instruction; the teacher is the real cpt export whose text is scripted to be each case's
+  reference response (keyed by the dataset's prompts: RERS must build the same ones)."""
   from rarejax import main as main_lib  # pylint: disable=g-import-not-at-top
   from rarejax import stages  # pylint: disable=g-import-not-at-top
   from rarejax.data import builders  # pylint: disable=g-import-not-at-top
-  from rarejax.evaluate import generation  # pylint: disable=g-import-not-at-top
   from rarejax.rers import stage as rers_stage  # pylint: disable=g-import-not-at-top
   real_load_teacher = rers_stage.load_teacher
 
@@ -402,6 +424,7 @@ def test_rers_stage_feeds_trajectory_sft_in_the_tiny_pipeline(tmp_path, monkeypa
     return dataclasses.replace(teacher, sampler=sampler, vocabulary=scripted)
   monkeypatch.setattr(rers_stage, "load_teacher", scripted_teacher)
   bindings = ["run_pipeline.stages = ['data', 'cpt', 'rers', 'sft']",
+              "DataSpec.instruction = 'none'",
               "sft/train_stage.tasks = ['knowledge_qa', 'trajectories']",
               "rers/rers_stage.num_cases = 6", "rers/rers_stage.cache_length = 512",
               "rers/rers_stage.config = @rers/SynthesisConfig()",
@@ -418,3 +441,8 @@ def test_rers_stage_feeds_trajectory_sft_in_the_tiny_pipeline(tmp_path, monkeypa
   assert (tmp_path / "data" / "rarejax_trajectories" / result["dataset"]).is_dir()
   sft = json.loads((tmp_path / "sft" / "result.json").read_text())
   assert sft["stopped"] == "completed" and sft["steps"] == 6
+  trajectories = trajectory_lib.read_trajectories(result["trajectories"])
+  assert all(t.prompt.startswith("Clinical note:\n") for t in trajectories)
+  for stage in ("cpt", "sft"):  # what `rarejax evaluate` / `diagnose` read back
+    metadata = model_method.read_metadata(tmp_path / stage / "export")
+    assert metadata[model_method.PROMPT_INSTRUCTION] == "none"

@@ -380,7 +380,8 @@ def test_rl_stage_runs_in_the_tiny_pipeline_from_gin(tmp_path):
   argv = ["--workdir", str(tmp_path), "--gin_file", "experiments/tiny.gin"]
   assert main_lib.main(argv + [a for b in bindings for a in ("--gin_bindings", b)]) == 0
   result = json.loads((tmp_path / "rl" / "result.json").read_text())
-  assert result["steps"] == 2 and (tmp_path / "rl" / "export" / "metadata.json").is_file()
+  metadata = json.loads((tmp_path / "rl" / "export" / "metadata.json").read_text())
+  assert result["steps"] == 2 and metadata["prompt_instruction"] == "full"  # the DataSpec's
   assert len(result["curriculum"]["differential"]) == 4 and "top1" in result["eval"]
   assert "rl/RLConfig.num_steps = 2" in (tmp_path / "operative_config.gin").read_text()
   assert "model.rl" in json.loads((tmp_path / "eval" / "result.json").read_text())

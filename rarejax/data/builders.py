@@ -120,6 +120,7 @@ class SimulatedConfig(RarejaxConfig):
   render: cases_lib.RenderConfig = dataclasses.field(default_factory=cases_lib.RenderConfig)
   n_ranked: int = 10  # entries of the reference differential
   reasoning: str = "full"  # reference reasoning style (targets.REASONING_STYLES)
+  instruction: str = "full"  # prompt style (format.INSTRUCTION_STYLES)
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -133,6 +134,7 @@ class RealConfig(RarejaxConfig):
   render: cases_lib.RenderConfig = dataclasses.field(default_factory=cases_lib.RenderConfig)
   n_ranked: int = 10
   reasoning: str = "full"
+  instruction: str = "full"
 
   @classmethod
   def create(cls, kb: knowledge.KnowledgeBase, **params) -> RealConfig:
@@ -296,7 +298,7 @@ def _case_rows(kb: knowledge.KnowledgeBase, config: RarejaxConfig,
                cases: Sequence[cases_lib.Case]) -> Rows:
   """Rows for rendered cases, keyed by position (case ids may repeat across sources)."""
   maker = targets_lib.DiagnosisTargets(kb, config.diseases, config.n_ranked, config.seed,
-                                       config.reasoning)
+                                       config.reasoning, config.instruction)
   return [(f"{i:08d}", case_row(case, maker.example(case))) for i, case in enumerate(cases)]
 
 

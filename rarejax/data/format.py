@@ -14,6 +14,12 @@ A response is a reasoning section and an answer section holding a ranked differe
 text. `parse_response` accepts anything a model may write and reports what was wrong with it;
 the grader turns a `ParsedAnswer` into grounded ids, metrics and rewards.
 
+Instruction styles (INSTRUCTION_STYLES), one choice per experiment (DataSpec.instruction):
+'full' opens the prompt with SYSTEM_INSTRUCTION, which describes the format in words — what a
+pretrained instruction-following model needs. 'none' starts at 'Clinical note:': for a model
+trained from scratch on this format the constant prefix teaches nothing (it learns the format
+from the responses) and costs tokens in every example (about as many as the note itself).
+
 Models whose chat template already opens the reasoning block may omit the leading `<think>`;
 that is not a format problem. Pure Python (no TensorFlow).
 """
@@ -29,6 +35,7 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 TASKS = ("differential", "final")
+INSTRUCTION_STYLES = ("full", "none")  # module docstring
 
 MAX_ENTRIES = 100  # entries kept after de-duplication; more is a problem, not an error
 MAX_LINE_CHARS = 1000  # longer answer lines are cut before parsing (no name is this long)
@@ -63,17 +70,31 @@ ENTRIES_DUPLICATED = "entries_duplicated"
 TOO_MANY_ENTRIES = "too_many_entries"
 
 
-def build_prompt(note: str, task: str = "differential", max_candidates: int = 10) -> str:
-  """System instruction + clinical note + task instruction, ending where the response starts."""
+def check_instruction(style: str, field: str = "instruction") -> str:
+  """`style` when it is one of INSTRUCTION_STYLES; else a ValueError naming `field`."""
+  if style not in INSTRUCTION_STYLES:
+    raise ValueError(f"{field} must be one of {INSTRUCTION_STYLES}, got {style!r}")
+  return style
+
+
+def build_prompt(note: str, task: str = "differential", max_candidates: int = 10,
+                 instruction: str = "full") -> str:
+  """[System instruction +] clinical note + task instruction, ending where the response starts.
+
+  `instruction` is the style (module docstring): 'full' opens with SYSTEM_INSTRUCTION, 'none'
+  with the clinical note.
+  """
   if task not in TASKS:
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+  check_instruction(instruction)
   if max_candidates < 1:
     raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
   if not note or not note.strip():
     raise ValueError("note is empty: a prompt needs the clinical note text")
-  instruction = _TASK_INSTRUCTIONS[task].format(n=max_candidates)
-  return (f"{SYSTEM_INSTRUCTION}\n\nClinical note:\n{note.strip()}\n\nTask: {instruction}\n\n"
-          f"{RESPONSE_HEADER}")
+  task_instruction = _TASK_INSTRUCTIONS[task].format(n=max_candidates)
+  prompt = (f"Clinical note:\n{note.strip()}\n\nTask: {task_instruction}\n\n"
+            f"{RESPONSE_HEADER}")
+  return prompt if instruction == "none" else f"{SYSTEM_INSTRUCTION}\n\n{prompt}"
 
 
 def format_entry(rank: int, name: str, disease_id: str | None) -> str:

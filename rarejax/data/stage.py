@@ -43,6 +43,9 @@ class DataSpec:
   render: cases_lib.RenderConfig = cases_lib.RenderConfig()
   n_ranked: int = 10
   reasoning: str = "full"  # reference reasoning of diagnosis targets: 'full' or 'brief'
+  # prompt style of every diagnosis prompt (data, RERS, evaluation; recorded in exports): 'full'
+  # opens with the system instruction, 'none' (models trained from scratch) drops it
+  instruction: str = "full"
   phenopackets: tuple[str, ...] = ()
   texts: tuple[str, ...] = ()
   jsonl: tuple[str, ...] = ()
@@ -88,14 +91,15 @@ def make_configs(kb: knowledge.KnowledgeBase, spec: DataSpec,
   simulated = builders.SimulatedConfig.create(
       kb, diseases=diseases, seed=spec.seed, n_train=spec.n_train,
       n_validation=spec.n_validation, n_test=spec.n_test, simulator=spec.simulator,
-      render=spec.render, n_ranked=spec.n_ranked, reasoning=spec.reasoning)
+      render=spec.render, n_ranked=spec.n_ranked, reasoning=spec.reasoning,
+      instruction=spec.instruction)
   real = None
   if spec.phenopackets or spec.texts or spec.jsonl:
     real = builders.RealConfig.create(
         kb, diseases=diseases if spec.n_diseases is not None else (), seed=spec.seed,
         phenopackets=spec.phenopackets, texts=spec.texts, jsonl=spec.jsonl,
         validation_fraction=spec.validation_fraction, render=spec.render,
-        n_ranked=spec.n_ranked, reasoning=spec.reasoning)
+        n_ranked=spec.n_ranked, reasoning=spec.reasoning, instruction=spec.instruction)
   return knowledge_config, simulated, real
 
 

@@ -5,7 +5,8 @@ often), which are less specific forms of an annotated finding, which it does not
 absent findings fit it, its inheritance and onset, and what the top alternatives share with the
 case ('full'); the 'brief' style keeps only which findings the gold disease explains and the
 conclusion, for small models and short generation budgets. The ranked list puts the gold disease(s) first, then the best-scoring other candidates of
-a classical likelihood-ratio ranker on the case's phenotypes. Same case, same targets.
+a classical likelihood-ratio ranker on the case's phenotypes. Prompts are in the experiment's
+instruction style (format.INSTRUCTION_STYLES). Same case, same targets.
 """
 from __future__ import annotations
 
@@ -29,13 +30,15 @@ class DiagnosisTargets:
   """Builds prompts and reference responses (both task levels) for cases of one knowledge base."""
 
   def __init__(self, kb: knowledge.KnowledgeBase, candidates: Sequence[str] = (),
-               n_ranked: int = 10, seed: int = 0, reasoning: str = "full"):
+               n_ranked: int = 10, seed: int = 0, reasoning: str = "full",
+               instruction: str = "full"):
     """Args:
       kb: the knowledge base the reasoning cites.
       candidates: disease ids the differential may list (default: every OMIM disease).
       n_ranked: entries of the differential, gold included.
       seed: the ranker's tie-break permutation.
       reasoning: 'full' or 'brief' (module docstring).
+      instruction: the prompts' style, 'full' or 'none' (format.build_prompt).
     """
     if n_ranked < 1:
       raise ValueError(f"n_ranked must be >= 1, got {n_ranked}")
@@ -43,6 +46,7 @@ class DiagnosisTargets:
       raise ValueError(f"reasoning must be one of {REASONING_STYLES}, got {reasoning!r}")
     self.kb = kb
     self.n_ranked = n_ranked
+    self.instruction = format_lib.check_instruction(instruction)
     self.brief = reasoning == "brief"
     prefixes = sorted({c.split(":", 1)[0] for c in candidates}) or ["OMIM"]
     self.index = PhenotypeIndex(kb, prefixes)
@@ -57,9 +61,11 @@ class DiagnosisTargets:
     ranked = self.ranked(case)
     reasoning = self.reasoning(case, ranked)
     return {
-        "prompt": format_lib.build_prompt(case.note, "differential", self.n_ranked),
+        "prompt": format_lib.build_prompt(case.note, "differential", self.n_ranked,
+                                          self.instruction),
         "response": format_lib.format_response(reasoning, ranked),
-        "prompt_final": format_lib.build_prompt(case.note, "final"),
+        "prompt_final": format_lib.build_prompt(case.note, "final",
+                                                instruction=self.instruction),
         "response_final": format_lib.format_response(reasoning, ranked[:1]),
     }
 

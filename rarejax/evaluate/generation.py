@@ -108,15 +108,16 @@ def tokens_after_prompt(vocabulary: Tokenizer, config: GenerationConfig) -> int:
   return config.max_new_tokens + forced + 2
 
 
-def fit_prompt(vocabulary: Tokenizer, note: str, max_tokens: int, max_candidates: int = 10
-               ) -> tuple[str, bool]:
-  """The differential prompt of `note`, with the note's end cut until the prompt (BOS included)
+def fit_prompt(vocabulary: Tokenizer, note: str, max_tokens: int, max_candidates: int = 10,
+               instruction: str = "full") -> tuple[str, bool]:
+  """The differential prompt of `note` in the `instruction` style (format.build_prompt; the
+  style the model was trained with), with the note's end cut until the prompt (BOS included)
   has at most `max_tokens` tokens; returns (prompt, whether the note was cut).
 
   Raises:
     ValueError: the note is empty, or the prompt template alone does not fit.
   """
-  prompt = format_lib.build_prompt(note, "differential", max_candidates)
+  prompt = format_lib.build_prompt(note, "differential", max_candidates, instruction)
   length = len(prompt_ids(vocabulary, prompt))
   if length <= max_tokens:
     return prompt, False
@@ -125,7 +126,7 @@ def fit_prompt(vocabulary: Tokenizer, note: str, max_tokens: int, max_candidates
   while keep > 0:
     cut = vocabulary.decode(note_ids[:keep])
     if cut.strip():
-      prompt = format_lib.build_prompt(cut, "differential", max_candidates)
+      prompt = format_lib.build_prompt(cut, "differential", max_candidates, instruction)
       length = len(prompt_ids(vocabulary, prompt))
       if length <= max_tokens:
         return prompt, True

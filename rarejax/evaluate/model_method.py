@@ -5,12 +5,14 @@
   outputs = method.rank(cases)       # MethodOutputs, judged like any ranker's (methods.py)
   diagnoses = method.diagnose([note])   # the same without gold: candidates, reasoning, response
 
-Prompts are the training prompts (format.build_prompt, differential task, `top_k` candidates);
-a note too long for the cache is cut at its end (flagged 'note_cut'). Answers come from
-the shared sampler (greedy by default, batched; generation.py, thinking budget included) and go
-through the shared grader's grounding (grader.ground_entries): entries are grounded to disease
-ids by written id, name or synonym, repeats collapse, and the first `top_k` distinct diseases
-are the candidates, scored 1/rank and labelled with the knowledge base's primary names.
+Prompts are the training prompts (format.build_prompt, differential task, `top_k` candidates,
+in the instruction style the export's metadata.json records under 'prompt_instruction': 'full'
+when it records none, as older exports do); a note too long for the cache is cut at its end
+(flagged 'note_cut'). Answers come from the shared sampler (greedy by default, batched;
+generation.py, thinking budget included) and go through the shared grader's grounding
+(grader.ground_entries): entries are grounded to disease ids by written id, name or synonym,
+repeats collapse, and the first `top_k` distinct diseases are the candidates, scored 1/rank and
+labelled with the knowledge base's primary names.
 
 Confidence (the calibration plot): the first candidate carries the probability the model gave
 its whole first answer line ('1. Name (ID)'), exp(sum of the line's token log-probs) — the
@@ -22,6 +24,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import json
+import logging
 import math
 import pathlib
 from typing import Any, Mapping, Sequence
@@ -39,6 +42,7 @@ from rarejax.train import stage as train_stage_lib
 DEFAULT_GENERATION = generation.GenerationConfig(max_new_tokens=768)
 CACHE_STEP = 256  # cache lengths are rounded up to a multiple of this (few compiled shapes)
 CONFIDENCE = "probability of the first answer line (top-1 calibration)"
+PROMPT_INSTRUCTION = "prompt_instruction"  # metadata.json key: the prompt style trained with
 EXPORT_HINT = ("--checkpoint takes the export folder of a training stage, e.g. WORKDIR/sft/export, "
                "holding metadata.json and params/")
 
@@ -53,13 +57,25 @@ class LoadedModel:
   vocabulary_path: pathlib.Path
   metadata: Mapping[str, Any]
 
+  @property
+  def prompt_instruction(self) -> str:
+    """The prompt style the model was trained with (`prompt_instruction`)."""
+    return prompt_instruction(self.metadata, self.export_dir / "metadata.json")
+
+
+def prompt_instruction(metadata: Mapping[str, Any], where: str | pathlib.Path = "metadata") -> str:
+  """The prompt style an export's metadata records (format.INSTRUCTION_STYLES); 'full' when it
+  records none (exports written before the style was recorded)."""
+  return format_lib.check_instruction(metadata.get(PROMPT_INSTRUCTION, "full"),
+                                      f"{where}: {PROMPT_INSTRUCTION!r}")
+
 
 def read_metadata(export_dir: str | pathlib.Path) -> dict[str, Any]:
   """The export's metadata.json (cheap: checks the folder before anything heavy is loaded).
 
   Raises:
     FileNotFoundError: no such folder, or it is not a params export.
-    ValueError: metadata.json is unreadable or has no model_config.
+    ValueError: metadata.json is unreadable, has no model_config or an unknown prompt style.
   """
   path = pathlib.Path(export_dir)
   if not path.is_dir():
@@ -74,6 +90,7 @@ def read_metadata(export_dir: str | pathlib.Path) -> dict[str, Any]:
     raise ValueError(f"{meta_path} is not valid JSON ({err}); re-export the checkpoint") from None
   if not isinstance(metadata, dict) or not isinstance(metadata.get("model_config"), dict):
     raise ValueError(f"{meta_path} has no 'model_config' object; re-export the checkpoint")
+  prompt_instruction(metadata, meta_path)
   return metadata
 
 
@@ -193,6 +210,8 @@ class ModelMethod:
     batch_size: rows decoded at once.
     max_cache_length: cache slots per row at most (prompt + response); longer notes are cut.
     grader_config: how entries' alternatives count (GraderConfig.match_alternatives).
+    instruction: the prompts' style (format.INSTRUCTION_STYLES); None: the one the export
+      records (LoadedModel.prompt_instruction).
     name: the method's name in reports.
     notes: extra entries for `config` (e.g. the knowledge check).
   """
@@ -201,7 +220,8 @@ class ModelMethod:
                generation_config: generation.GenerationConfig = DEFAULT_GENERATION, *,
                top_k: int = 10, batch_size: int = 16, max_cache_length: int = 4096,
                grader_config: grader_lib.GraderConfig = grader_lib.GraderConfig(),
-               name: str = "model.text", notes: Mapping[str, Any] | None = None):
+               instruction: str | None = None, name: str = "model.text",
+               notes: Mapping[str, Any] | None = None):
     if top_k < 1 or batch_size < 1:
       raise ValueError(f"ModelMethod needs top_k >= 1 and batch_size >= 1, got {top_k}, "
                        f"{batch_size}")
@@ -211,6 +231,7 @@ class ModelMethod:
     self.top_k = top_k
     self.batch_size = batch_size
     self.grader_config = grader_config
+    self.instruction = _instruction(model, instruction)
     self.name = name
     self.notes = dict(notes or {})
     self.after_prompt = generation.tokens_after_prompt(model.vocabulary, generation_config)
@@ -228,6 +249,7 @@ class ModelMethod:
             "model_config": self.model.config.to_dict(),
             "generation": dataclasses.asdict(self.generation), "top_k": self.top_k,
             "max_cache_length": self.max_cache_length, "confidence": CONFIDENCE,
+            "prompt_instruction": self.instruction,
             "training_knowledge": self.model.metadata.get("knowledge"), **self.notes}
 
   def applies(self, case: Case) -> bool:
@@ -243,11 +265,16 @@ class ModelMethod:
           pad_id=getattr(self.model.vocabulary, "pad_id", 0))
     return self._samplers[length]
 
+  def prompt(self, note: str) -> tuple[str, bool]:
+    """(the prompt of `note`, whether the note was cut to fit the cache)."""
+    return generation.fit_prompt(self.model.vocabulary, note,
+                                 self.max_cache_length - self.after_prompt, self.top_k,
+                                 self.instruction)
+
   def diagnose(self, notes: Sequence[str]) -> list[Diagnosis]:
     """Generates and grounds an answer for each note (no gold needed)."""
     vocabulary = self.model.vocabulary
-    room = self.max_cache_length - self.after_prompt
-    fitted = [generation.fit_prompt(vocabulary, note, room, self.top_k) for note in notes]
+    fitted = [self.prompt(note) for note in notes]
     prompts = [prompt for prompt, _ in fitted]
     longest = max(len(generation.prompt_ids(vocabulary, p)) for p in prompts)
     responses = generation.generate_responses(self._sampler(longest), self.model.params,
@@ -276,6 +303,19 @@ class ModelMethod:
 
   def rank(self, cases: Sequence[Case]) -> list[methods_lib.MethodOutput]:
     return [self.output(case, d) for case, d in zip(cases, self.diagnose([c.note for c in cases]))]
+
+
+def _instruction(model: LoadedModel, instruction: str | None) -> str:
+  """The prompt style to use: `instruction` (warned when the export records another), else the
+  export's."""
+  trained = model.prompt_instruction
+  if instruction is None:
+    return trained
+  format_lib.check_instruction(instruction)
+  if PROMPT_INSTRUCTION in model.metadata and instruction != trained:
+    logging.warning("%s was trained on %r prompts but is asked with %r prompts", model.export_dir,
+                    trained, instruction)
+  return instruction
 
 
 def add_model_flags(parser, checkpoint_required: bool) -> None:

@@ -16,7 +16,8 @@ Gin (scope = the stage name), e.g. for the quickstart:
 The teacher is the previous stage's export unless `teacher_export` names one. The result's
 'trajectories' entry is what a later training stage registers as the 'trajectories' task role
 (rarejax.stages); this stage exports no params, so the stage after it starts from the export
-the teacher came from.
+the teacher came from. Prompts are in the experiment's style (DataSpec.instruction), like the
+SFT data they are trained next to.
 """
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def rers_stage(ctx: pipeline.StageContext, *, num_cases: int | None = 200,
   teacher = load_teacher(export, data.vocabulary(), cache_length, max_batch_size)
   cases = training_cases(data, num_cases, num_real_cases, config.seed)
   synthesizer = synthesize.Synthesizer(
-      teacher, kb, config, filter_config, index=knowledge.GroundingIndex.from_knowledge(kb))
+      teacher, kb, config, filter_config, index=knowledge.GroundingIndex.from_knowledge(kb),
+      instruction=data.spec.instruction)
   start = time.perf_counter()
   chunks = synthesizer.run(cases, ctx.folder / "chunks")
   seconds = time.perf_counter() - start
@@ -123,6 +125,7 @@ def rers_stage(ctx: pipeline.StageContext, *, num_cases: int | None = 200,
             config.reflect_per_case, "budget per case (K + R*M)": config.budget_per_case,
             "temperature": config.temperature, "max_new_tokens": config.max_new_tokens,
             "mask_rate": config.mask_rate, "required_rank": filter_config.required_rank,
+            "prompt instruction": data.spec.instruction,
             "seed": config.seed, "knowledge": kb.version.digest,
             "synthesis seconds (this run)": round(seconds, 1)}
   pipeline.write_json_atomically(ctx.folder / "report.json", {

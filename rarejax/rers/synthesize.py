@@ -15,7 +15,9 @@ resumes at the first unfinished chunk):
            (Sampler.resume: no re-prefill) and continue; judged again; up to R rounds
 
 A kept response is paired with the prompt the teacher read before any reflection turn (the
-masked note when findings were masked), never with the feedback. Mode 'rejection' is plain
+masked note when findings were masked), never with the feedback. Prompts are in the experiment's
+instruction style (`Synthesizer(instruction=...)`, the rers stage passes DataSpec.instruction);
+reflection turns continue them and carry no instruction of their own. Mode 'rejection' is plain
 rejection sampling on the same budget: K + R·M samples per case and no reflection (RERS spends
 at most that: reflections go only to cases still uncovered). Every random draw derives from
 (seed, chunk, round) or (seed, case id): a run is deterministic given its seed, and a resumed
@@ -214,10 +216,14 @@ class Synthesizer:
                filter_config: filters_lib.FilterConfig = filters_lib.FilterConfig(),
                grader_config: grader_lib.GraderConfig = grader_lib.GraderConfig(),
                index: knowledge.GroundingIndex | None = None,
-               trajectory_filter: filters_lib.TrajectoryFilter | None = None):
+               trajectory_filter: filters_lib.TrajectoryFilter | None = None,
+               instruction: str = "full"):
+    """`instruction`: the prompts' style (format.INSTRUCTION_STYLES), the experiment's
+    DataSpec.instruction, so trajectories pair with prompts like the SFT data's."""
     self.teacher = teacher
     self.kb = kb
     self.config = config
+    self.instruction = format_lib.check_instruction(instruction)
     self.grader_config = grader_config
     self.index = index or knowledge.GroundingIndex.from_knowledge(kb)
     self.filter = trajectory_filter or filters_lib.TrajectoryFilter(kb, filter_config)
@@ -229,7 +235,7 @@ class Synthesizer:
     """Everything a chunk's content depends on; a folder made with another one is restarted."""
     digest = hashlib.sha256(json.dumps([[c.id, c.note, list(c.gold_ids)] for c in cases])
                             .encode()).hexdigest()[:16]
-    return {"config": dataclasses.asdict(self.config),
+    return {"config": dataclasses.asdict(self.config), "instruction": self.instruction,
             "filter": dataclasses.asdict(self.filter.config),
             "grader": dataclasses.asdict(self.grader_config), "teacher": self.teacher.name,
             "cache_length": self.teacher.sampler.cache_length, "kb": self.kb.version.digest,
@@ -278,7 +284,7 @@ class Synthesizer:
     rng = np.random.default_rng([config.seed, zlib.crc32(case.id.encode())])
     masked = mask_findings(case, config.mask_rate, config.min_kept_findings, rng)
     shown = masked_case(case, masked, self.kb)
-    prompt = format_lib.build_prompt(shown.note, config.task, config.n_ranked)
+    prompt = format_lib.build_prompt(shown.note, config.task, config.n_ranked, self.instruction)
     prompt_ids = generation.prompt_ids(self.teacher.vocabulary, prompt)
     rounds = 1 + config.reflection_rounds
     run = _CaseRun(case=case, masked=masked, prompt=prompt, prompt_ids=prompt_ids,
@@ -393,7 +399,8 @@ class Synthesizer:
             "round": round_index, "mode": c.mode, "samples": c.samples, "rounds": c.rounds,
             "reflect_per_case": c.reflect_per_case, "first_samples": c.first_samples,
             "seed": c.seed, "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p,
-            "max_new_tokens": c.max_new_tokens, "case_source": run.case.source,
+            "max_new_tokens": c.max_new_tokens, "prompt_instruction": self.instruction,
+            "case_source": run.case.source,
             "masked_findings": list(run.masked), "mask_rate": c.mask_rate,
             "gold_rank": grade.gold_rank, "filters": judgment.to_json(),
             "filter_config": dataclasses.asdict(self.filter.config),

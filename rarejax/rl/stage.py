@@ -139,7 +139,8 @@ def run_rl(*, workdir: str | pathlib.Path, model_config: ModelConfig, init_param
     pad_id: padding token id.
     settings: configurations.
     eval_fn: (params, step) -> held-out metrics, run every eval_every steps and at the end.
-    metadata: recorded with checkpoints and the export (vocabulary, knowledge version).
+    metadata: recorded with checkpoints and the export (vocabulary, knowledge version, prompt
+      style: rarejax.stages.export_metadata).
     progress: show a progress bar with ETA.
 
   Raises:
@@ -420,8 +421,7 @@ def rl_stage(ctx: pipeline.StageContext, *, config: RLConfig | None = None,
                 cases=cases, tokenizer=vocabulary, reward_fn=reward_fn,
                 pad_id=vocabulary.pad_id, settings=settings,
                 eval_fn=stages.make_eval_fn(data, vocabulary, model_config=model_config),
-                metadata={"knowledge": kb.version.as_dict(),
-                          "vocabulary": str(data.vocabulary_path)})
+                metadata=stages.export_metadata(kb, data))
 
 
 pipeline.register_stage("rl", rl_stage)

@@ -78,7 +78,8 @@ def train_stage(*, batches_for: Callable[[Mapping[str, float], int, int, int],
     vocab_size: the tokenizer's vocabulary size.
     init_export: params of the previous stage (None: train from scratch).
     eval_fn: (params, step) → metrics on held-out cases (sampler + grader).
-    metadata: recorded with every checkpoint and the export (vocabulary, knowledge version).
+    metadata: recorded with every checkpoint and the export (vocabulary, knowledge version,
+      prompt style: rarejax.stages.export_metadata).
     tasks: task roles to train on (gin): a list (equal rates) or {role: sampling rate}.
     sequence_length, batch_size: packed rows per step (gin).
     model_config, optimizer_config, loop_config: gin-provided (defaults: ModelConfig(), ...).
