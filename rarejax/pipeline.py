@@ -93,11 +93,15 @@ def _claim_workdir(workdir: pathlib.Path, config: str, overwrite: bool) -> None:
 @gin.configurable
 def run_pipeline(workdir: str | os.PathLike, stages: Sequence[str] = gin.REQUIRED,
                  overwrite: bool = False) -> dict[str, dict]:
-  """Runs `stages` in order in `workdir`, skipping completed ones; returns every stage result."""
+  """Runs `stages` in order in `workdir`, skipping completed ones; returns every stage result.
+
+  The workdir is made absolute first, so the paths results record (exports, reports) stay valid
+  from any directory, e.g. for an ablation arm that branches from this run elsewhere.
+  """
   unknown = [s for s in stages if s not in _STAGES]
   if unknown:
     raise ValueError(f"unknown stage(s) {unknown}; registered: {registered_stages()}.")
-  workdir = pathlib.Path(workdir)
+  workdir = pathlib.Path(workdir).absolute()
   _claim_workdir(workdir, gin.config_str(), overwrite)
   results: dict[str, dict] = {}
   for name in stages:

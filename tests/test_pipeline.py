@@ -1,5 +1,6 @@
 """Integration: the tiny pipeline (data → cpt → sft → eval) runs, resumes, skips and guards its workdir."""
 import json
+import pathlib
 
 import pytest
 
@@ -40,7 +41,9 @@ def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
   assert (straight / "operative_config.gin").read_text().count("num_steps") >= 2
 
   # Kill cpt after its step-4 checkpoint (the batch iterator dies), then run again: it resumes.
-  killed = tmp_path / "killed"
+  # This run's workdir is given relative to the current directory.
+  monkeypatch.chdir(tmp_path)
+  killed = pathlib.Path("killed")
   original = stages._batches_for
 
   def dying(*args, **kwargs):
@@ -58,8 +61,10 @@ def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
   assert not (killed / "cpt" / "result.json").exists()
   assert _run(killed) == 0
   assert _losses(killed / "cpt")[-1] == cpt_losses[-1]
-  assert json.loads((killed / "sft" / "result.json").read_text())["train"]["loss"] == \
-      results["sft"]["train"]["loss"]
+  killed_sft = json.loads((killed / "sft" / "result.json").read_text())
+  assert killed_sft["train"]["loss"] == results["sft"]["train"]["loss"]
+  # Recorded paths are absolute: valid from any directory (e.g. an ablation arm's).
+  assert killed_sft["export"] == str(tmp_path / "killed" / "sft" / "export")
 
   # A complete workdir is skipped; a different config is refused; a typo fails before work.
   capsys.readouterr()
