@@ -367,6 +367,8 @@ def test_rl_resumes_after_sigterm_exactly_like_an_uninterrupted_run(tmp_path):
   assert resumed["steps"] == 3
   assert resumed["train"]["train/loss"] == straight["train"]["train/loss"]
   assert resumed["train"]["rl/reward"] == straight["train"]["rl/reward"]
+  logged = [r["step"] for r in writers.read_metrics(tmp_path / "killed") if "rl/reward" in r]
+  assert logged == [1, 2, 3]  # one row per step across the kill
 
 
 @pytest.mark.slow

@@ -60,6 +60,26 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
   assert again.step == 10 and again.stopped == "completed"
 
 
+def test_resume_after_a_kill_logs_each_step_once(tmp_path):
+  _train(tmp_path / "a", 10)
+  def dying(start):  # the process dies at step 6, after the step-4 checkpoint
+    for step, batch in enumerate(_batches_from()(start), start):
+      if step == 6:
+        raise KeyboardInterrupt("simulated kill")
+      yield batch
+  with pytest.raises(KeyboardInterrupt):
+    _train(tmp_path / "b", 10, batches_from=dying)
+  steps = sorted(int(p.name) for p in (tmp_path / "b" / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  logged = [r["step"] for r in writers.read_metrics(tmp_path / "b") if "train/loss" in r]
+  assert steps[-1] == 4 and logged[-1] > 4  # steps after the checkpoint were logged
+  _train(tmp_path / "b", 10)
+  losses = {tag: [(r["step"], r["train/loss"]) for r in writers.read_metrics(tmp_path / tag)
+                  if "train/loss" in r] for tag in ("a", "b")}
+  assert [s for s, _ in losses["b"]] == list(range(1, 11))
+  assert losses["b"] == losses["a"]
+
+
 def test_nonfinite_loss_stops_before_saving(tmp_path):
   with pytest.raises(loop.NonFiniteLossError, match=r"at step 6.*Last good checkpoint: step 4"):
     _train(tmp_path, 10, loss="sft", batches_from=_batches_from(poison_step=5))

@@ -206,6 +206,7 @@ class _Run:
     if checkpointer.all_steps():
       restored = self.learner.restore(checkpointer)
       self.curriculum.load_state_dict(restored["curriculum"])
+      writer.rewind(self.step)
       logging.info("RL resumed at step %d from %s", self.step, checkpointer.directory)
     elif self.curriculum.measures_tiers:
       for task in settings.curriculum.task_order:

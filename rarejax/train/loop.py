@@ -150,6 +150,7 @@ def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerCon
   with checkpointer, writers.MetricWriter(workdir) as writer, preemption_notice() as preempted:
     state = _initial_state(model_config, tx, shardings, checkpointer, loop_config, init_params)
     start = int(jax.device_get(state.step))
+    writer.rewind(start)
     batches = batches_from(start)
     step_fn = step_lib.make_train_step(
         model_config, tx, losses.get_loss(loop_config.loss), loop_config.num_microbatches,

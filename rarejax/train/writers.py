@@ -10,6 +10,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from rarejax import atomic_io
+
 
 def _plain(value: Any) -> float | int | str:
   value = np.asarray(value).item() if hasattr(value, "shape") or isinstance(value, np.generic) \
@@ -49,6 +51,20 @@ class MetricWriter:
       for name, value in row.items():
         if name != "step" and isinstance(value, (int, float)):
           self._tb.add_scalar(name, value, int(step))
+
+  def rewind(self, step: int) -> None:
+    """Drops the JSONL rows logged after `step`: a run resumed from its step-`step` checkpoint
+    logs those steps again, and each step keeps one row. (TensorBoard keeps both.)"""
+    if not self._active:
+      return
+    rows = read_metrics(self.directory)
+    kept = [row for row in rows if row.get("step", 0) <= step]
+    if len(kept) == len(rows):
+      return
+    self._jsonl.close()
+    path = self.directory / "metrics.jsonl"
+    atomic_io.write_atomic(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
+    self._jsonl = open(path, "a", encoding="utf-8")
 
   def close(self) -> None:
     if self._jsonl is not None:
