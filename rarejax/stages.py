@@ -87,8 +87,9 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
 @gin.configurable
 def experiment_data(workdir: pathlib.Path, spec: data_stage.DataSpec | None = None):
   """(kb, prepared data, task names by role); builds once, then reuses the cached datasets."""
+  spec = spec or data_stage.DataSpec()  # checked before the knowledge base loads
   kb = experiment_knowledge()
-  data = data_stage.prepare_data(kb, workdir / "data", spec or data_stage.DataSpec())
+  data = data_stage.prepare_data(kb, workdir / "data", spec)
   return kb, data, data_stage.register_tasks(data)
 
 

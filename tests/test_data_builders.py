@@ -174,3 +174,9 @@ def test_instruction_style_names_the_case_datasets_and_shapes_their_prompts(kb, 
     for key in ("prompt", "prompt_final"):
       assert row[key].startswith("Clinical note:\n")
       assert format_lib.SYSTEM_INSTRUCTION not in row[key]
+
+
+@pytest.mark.parametrize("field, value", [("instruction", "short"), ("reasoning", "long")])
+def test_data_spec_rejects_an_unknown_style_by_its_field(field, value):
+  with pytest.raises(ValueError, match=f"DataSpec.{field} must be one of"):
+    data_stage.DataSpec(**{field: value})

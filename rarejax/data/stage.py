@@ -19,6 +19,8 @@ from rarejax import cases as cases_lib
 from rarejax import knowledge
 from rarejax.data import builders
 from rarejax.data import corpus
+from rarejax.data import format as format_lib
+from rarejax.data import targets
 from rarejax.data import tasks
 from rarejax.data import vocab as vocab_lib
 
@@ -55,6 +57,10 @@ class DataSpec:
   qa_rate: float = 1.0  # SFT mixture rates: knowledge QA, diagnosis (ranked differential) and
   diagnosis_rate: float = 1.0
   final_rate: float = 0.0  # ... diagnosis at the final level (one diagnosis: half the tokens)
+
+  def __post_init__(self):  # a typo in gin fails here, before the knowledge base loads
+    targets.check_reasoning(self.reasoning, "DataSpec.reasoning")
+    format_lib.check_instruction(self.instruction, "DataSpec.instruction")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,13 @@ REASONING_STYLES = ("full", "brief")
 _NO_SCORE = -1e29  # rankers score impossible diseases -1e30
 
 
+def check_reasoning(style: str, field: str = "reasoning") -> str:
+  """`style` when it is one of REASONING_STYLES; else a ValueError naming `field`."""
+  if style not in REASONING_STYLES:
+    raise ValueError(f"{field} must be one of {REASONING_STYLES}, got {style!r}")
+  return style
+
+
 class DiagnosisTargets:
   """Builds prompts and reference responses (both task levels) for cases of one knowledge base."""
 
@@ -42,8 +49,7 @@ class DiagnosisTargets:
     """
     if n_ranked < 1:
       raise ValueError(f"n_ranked must be >= 1, got {n_ranked}")
-    if reasoning not in REASONING_STYLES:
-      raise ValueError(f"reasoning must be one of {REASONING_STYLES}, got {reasoning!r}")
+    check_reasoning(reasoning)
     self.kb = kb
     self.n_ranked = n_ranked
     self.instruction = format_lib.check_instruction(instruction)
