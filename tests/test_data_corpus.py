@@ -176,3 +176,27 @@ def test_instruction_none_prompts_drop_the_system_instruction_at_both_levels(kb,
                                                                  made["response_final"])
   with pytest.raises(ValueError, match="instruction must be one of"):
     targets.DiagnosisTargets(kb, subset, instruction="short")
+
+
+def test_answer_first_id_targets_name_the_gold_by_id_alone(kb, subset, simulated):
+  maker = targets.DiagnosisTargets(kb, subset, n_ranked=1, reasoning="none", answer="id",
+                                   instruction="none")
+  for case in simulated:
+    made = maker.example(case)
+    expected = f"<think>\n\n</think>\n<answer>\n1. {case.gold_ids[0]}\n</answer>"
+    assert made["response"] == made["response_final"] == expected
+    parsed = format_lib.parse_response(made["response"])
+    assert parsed.well_formed and [e.id for e in parsed.entries] == [case.gold_ids[0]]
+    assert parsed.entries[0].name == ""
+  with pytest.raises(ValueError, match="answer must be one of"):
+    targets.DiagnosisTargets(kb, subset, answer="name")
+
+
+def test_id_answers_keep_the_ranked_list_of_name_answers(kb, subset, simulated):
+  named = targets.DiagnosisTargets(kb, subset, n_ranked=5, reasoning="brief")
+  ids = targets.DiagnosisTargets(kb, subset, n_ranked=5, reasoning="brief", answer="id")
+  for case in simulated[:3]:
+    a, b = named.example(case), ids.example(case)
+    assert ([e.id for e in format_lib.parse_response(a["response"]).entries]
+            == [e.id for e in format_lib.parse_response(b["response"]).entries])
+    assert a["response"].split("</think>")[0] == b["response"].split("</think>")[0]

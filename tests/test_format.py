@@ -208,3 +208,13 @@ def test_every_knowledge_base_name_round_trips(kb):
     changed += [e.name for e, (name, _) in zip(parsed.entries, ranked)
                 if e.name != " ".join(name.split())]
   assert len(changed) < 10, changed  # only edge punctuation ('... type mut-') may be lost
+
+
+def test_id_only_entries_round_trip():
+  text = fmt.format_response("", [("", "OMIM:154700"), ("", "ORPHA:558")])
+  assert "1. OMIM:154700\n2. ORPHA:558" in text
+  parsed = fmt.parse_response(text)
+  assert parsed.well_formed
+  assert [(e.name, e.id) for e in parsed.entries] == [("", "OMIM:154700"), ("", "ORPHA:558")]
+  with pytest.raises(ValueError, match="needs a name or an id"):
+    fmt.format_entry(1, " ", None)

@@ -98,8 +98,13 @@ def build_prompt(note: str, task: str = "differential", max_candidates: int = 10
 
 
 def format_entry(rank: int, name: str, disease_id: str | None) -> str:
-  """One answer line: '1. Marfan syndrome (OMIM:154700)', or '1. Name' without an id."""
+  """One answer line: '1. Marfan syndrome (OMIM:154700)'; '1. Name' without an id; '1. OMIM:154700'
+  without a name (the 'id' answer style of models trained from scratch: the id is one token)."""
   name = " ".join(name.split())
+  if not name and not disease_id:
+    raise ValueError("an answer entry needs a name or an id")
+  if not name:
+    return f"{rank}. {disease_id}"
   return f"{rank}. {name} ({disease_id})" if disease_id else f"{rank}. {name}"
 
 

@@ -4,7 +4,8 @@ The reasoning names the note's findings, says which are annotated for the gold d
 often), which are less specific forms of an annotated finding, which it does not explain, which
 absent findings fit it, its inheritance and onset, and what the top alternatives share with the
 case ('full'); the 'brief' style keeps only which findings the gold disease explains and the
-conclusion, for small models and short generation budgets. The ranked list puts the gold disease(s) first, then the best-scoring other candidates of
+conclusion, for small models and short generation budgets; 'none' answers first with an empty
+reasoning section (a from-scratch model learns the diagnosis, not templated prose). The ranked list puts the gold disease(s) first, then the best-scoring other candidates of
 a classical likelihood-ratio ranker on the case's phenotypes. Prompts are in the experiment's
 instruction style (format.INSTRUCTION_STYLES). Same case, same targets.
 """
@@ -22,8 +23,20 @@ from rarejax.evaluate import baselines
 from rarejax.evaluate.phenotype_index import PhenotypeIndex
 
 MAX_ALTERNATIVES = 3  # alternatives discussed in the reasoning
-REASONING_STYLES = ("full", "brief")
+REASONING_STYLES = ("full", "brief", "none")
+# How answer lines name a disease: 'name_id' writes 'Name (ID)' (display, pretrained models);
+# 'id' writes the id alone, one vocabulary piece when the tokenizer has disease-id pieces
+# (DataSpec.id_pieces): an answer line costs one token, and the name is rendered from the
+# knowledge when the answer is shown (grader grounding).
+ANSWER_STYLES = ("name_id", "id")
 _NO_SCORE = -1e29  # rankers score impossible diseases -1e30
+
+
+def check_answer(style: str, field: str = "answer") -> str:
+  """`style` when it is one of ANSWER_STYLES; else a ValueError naming `field`."""
+  if style not in ANSWER_STYLES:
+    raise ValueError(f"{field} must be one of {ANSWER_STYLES}, got {style!r}")
+  return style
 
 
 def check_reasoning(style: str, field: str = "reasoning") -> str:
@@ -38,22 +51,26 @@ class DiagnosisTargets:
 
   def __init__(self, kb: knowledge.KnowledgeBase, candidates: Sequence[str] = (),
                n_ranked: int = 10, seed: int = 0, reasoning: str = "full",
-               instruction: str = "full"):
+               instruction: str = "full", answer: str = "name_id"):
     """Args:
       kb: the knowledge base the reasoning cites.
       candidates: disease ids the differential may list (default: every OMIM disease).
       n_ranked: entries of the differential, gold included.
       seed: the ranker's tie-break permutation.
-      reasoning: 'full' or 'brief' (module docstring).
+      reasoning: 'full', 'brief' or 'none' (module docstring).
       instruction: the prompts' style, 'full' or 'none' (format.build_prompt).
+      answer: how answer lines name diseases, 'name_id' or 'id' (ANSWER_STYLES).
     """
     if n_ranked < 1:
       raise ValueError(f"n_ranked must be >= 1, got {n_ranked}")
     check_reasoning(reasoning)
+    check_answer(answer)
     self.kb = kb
     self.n_ranked = n_ranked
     self.instruction = format_lib.check_instruction(instruction)
     self.brief = reasoning == "brief"
+    self.answer_first = reasoning == "none"
+    self.ids_only = answer == "id"
     prefixes = sorted({c.split(":", 1)[0] for c in candidates}) or ["OMIM"]
     self.index = PhenotypeIndex(kb, prefixes)
     self.ranker = baselines.LikelihoodRatioRanker(self.index)
@@ -65,7 +82,9 @@ class DiagnosisTargets:
   def example(self, case: cases_lib.Case) -> dict[str, str]:
     """Prompts and responses for the 'differential' and 'final' task levels."""
     ranked = self.ranked(case)
-    reasoning = self.reasoning(case, ranked)
+    reasoning = "" if self.answer_first else self.reasoning(case, ranked)
+    if self.ids_only:
+      ranked = [("", disease_id) for _, disease_id in ranked]
     return {
         "prompt": format_lib.build_prompt(case.note, "differential", self.n_ranked,
                                           self.instruction),
@@ -86,7 +105,7 @@ class DiagnosisTargets:
     at least one of the case's findings (so the list may be shorter than n_ranked)."""
     out = [(self.gold_name(case, i), g) for i, g in enumerate(case.gold_ids)]
     observed = self._resolved(case.observed)
-    if not observed:
+    if not observed or len(out) >= self.n_ranked:
       return out[:self.n_ranked]
     skip = set(case.gold_ids)
     for gold in case.gold_ids:
