@@ -180,3 +180,29 @@ def test_instruction_style_names_the_case_datasets_and_shapes_their_prompts(kb, 
 def test_data_spec_rejects_an_unknown_style_by_its_field(field, value):
   with pytest.raises(ValueError, match=f"DataSpec.{field} must be one of"):
     data_stage.DataSpec(**{field: value})
+
+
+def test_real_train_cases_are_rendered_several_times_with_findings_masked(kb, subset, tmp_path):
+  simulator = cases.PatientSimulator(kb)
+  structured = [cases.Case(id=f"case{i}", note="", gold_ids=(d,), observed=c.observed,
+                           source="jsonl", pmid=f"PMID:{200 + i}")
+                for i, d in enumerate(subset)
+                for c in [simulator.simulate(d, 0, 0)] if len(c.observed) >= 4]
+  path = tmp_path / "cases.jsonl"
+  cases.write_jsonl(structured, path)
+  config = builders.RealConfig.create(kb, jsonl=[path], validation_fraction=0.0, renderings=3,
+                                      mask_rate=0.5)
+  builder = builders.prepare(config, tmp_path / "data", kb)
+  rows = list(builders.examples(builder, "train"))
+  assert len(rows) == 3 * len(structured)
+  by_id = {r["case_id"]: r for r in rows}
+  for case in structured:
+    whole = by_id[case.id]
+    assert sorted(whole["observed"]) == sorted(case.observed)
+    for k in (1, 2):
+      masked = by_id[f"{case.id}~r{k}"]
+      assert set(masked["observed"]) < set(case.observed)
+      assert len(masked["observed"]) == len(case.observed) - round(0.5 * len(case.observed))
+      assert masked["note"] != whole["note"] and masked["gold_ids"] == whole["gold_ids"]
+  with pytest.raises(ValueError, match="renderings >= 1"):
+    builders.RealConfig.create(kb, jsonl=[path], renderings=0)

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import pathlib
+import zlib
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -121,6 +122,7 @@ class SimulatedConfig(RarejaxConfig):
   n_ranked: int = 10  # entries of the reference differential
   reasoning: str = "full"  # reference reasoning style (targets.REASONING_STYLES)
   instruction: str = "full"  # prompt style (format.INSTRUCTION_STYLES)
+  answer: str = "name_id"  # answer line style (targets.ANSWER_STYLES)
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -135,6 +137,18 @@ class RealConfig(RarejaxConfig):
   n_ranked: int = 10
   reasoning: str = "full"
   instruction: str = "full"
+  answer: str = "name_id"
+  # Renderings of each structured 'train' case (no note of its own): the first with every finding,
+  # each further one a new note (another renderer seed: style, wording, order) of the case with a
+  # `mask_rate` fraction of its observed findings dropped (at least one kept). Cases with a
+  # written note and 'validation' cases appear once, as they are.
+  renderings: int = 1
+  mask_rate: float = 0.0
+
+  def __post_init__(self):
+    if self.renderings < 1 or not 0 <= self.mask_rate < 1:
+      raise ValueError(f"RealConfig needs renderings >= 1 and 0 <= mask_rate < 1, got "
+                       f"{self.renderings}, {self.mask_rate}")
 
   @classmethod
   def create(cls, kb: knowledge.KnowledgeBase, **params) -> RealConfig:
@@ -298,7 +312,7 @@ def _case_rows(kb: knowledge.KnowledgeBase, config: RarejaxConfig,
                cases: Sequence[cases_lib.Case]) -> Rows:
   """Rows for rendered cases, keyed by position (case ids may repeat across sources)."""
   maker = targets_lib.DiagnosisTargets(kb, config.diseases, config.n_ranked, config.seed,
-                                       config.reasoning, config.instruction)
+                                       config.reasoning, config.instruction, config.answer)
   return [(f"{i:08d}", case_row(case, maker.example(case))) for i, case in enumerate(cases)]
 
 
@@ -355,9 +369,15 @@ class RealCases(RarejaxBuilder, skip_registration=True):
       keep = set(config.diseases)
       cases = [c for c in cases if keep.intersection(c.gold_ids)]
     cases = cases_lib.split_by_publication(cases, config.validation_fraction, config.split_seed)
-    cases = cases_lib.render_cases(cases, self.kb, config.render, config.seed)
-    return {split: _case_rows(self.kb, config, [c for c in cases if c.split == split])
-            for split in ("train", "validation")}
+    train = [c for c in cases if c.split == "train"]
+    rendered = {"train": [], "validation": cases_lib.render_cases(
+        [c for c in cases if c.split == "validation"], self.kb, config.render, config.seed)}
+    structured = [c for c in train if not c.note and c.observed]  # written notes stay as written
+    for k in range(config.renderings):
+      variants = (train if k == 0 else
+                  [_masked(c, config.mask_rate, config.seed, k) for c in structured])
+      rendered["train"] += cases_lib.render_cases(variants, self.kb, config.render, config.seed + k)
+    return {split: _case_rows(self.kb, config, rows) for split, rows in rendered.items()}
 
   def _extra_metadata(self, splits: dict[str, Rows]) -> dict[str, Any]:
     """Whether every validation publication is excluded from the knowledge (honest protocol)."""
@@ -368,6 +388,18 @@ class RealCases(RarejaxBuilder, skip_registration=True):
                       "validation scores will be optimistic", self.where,
                       len(pmids - set(self.kb.version.excluded_pmids)))
     return {"validation_pmids": sorted(pmids), "validation_pmids_excluded": held_out}
+
+
+def _masked(case: cases_lib.Case, mask_rate: float, seed: int, k: int) -> cases_lib.Case:
+  """The k-th re-rendering of a real case: its own id, no note, a `mask_rate` fraction of its
+  observed findings dropped at random (at least one kept)."""
+  rng = np.random.default_rng([seed, k, zlib.crc32(case.id.encode())])
+  observed = case.observed
+  n_drop = min(int(round(mask_rate * len(observed))), max(len(observed) - 1, 0))
+  if n_drop:
+    drop = set(rng.choice(len(observed), n_drop, replace=False).tolist())
+    observed = tuple(h for i, h in enumerate(observed) if i not in drop)
+  return dataclasses.replace(case, id=f"{case.id}~r{k}", note="", observed=observed)
 
 
 class Trajectories(RarejaxBuilder, skip_registration=True):

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+from typing import Sequence
 
 from rarejax import cases as cases_lib
 from rarejax import knowledge
@@ -44,7 +45,12 @@ class DataSpec:
   simulator: cases_lib.SimulatorConfig = cases_lib.SimulatorConfig()
   render: cases_lib.RenderConfig = cases_lib.RenderConfig()
   n_ranked: int = 10
-  reasoning: str = "full"  # reference reasoning of diagnosis targets: 'full' or 'brief'
+  # reference reasoning of diagnosis targets: 'full', 'brief' or 'none' (answer first)
+  reasoning: str = "full"
+  answer: str = "name_id"  # answer lines: 'Name (ID)' or the 'id' alone (targets.ANSWER_STYLES)
+  # every disease id a target can name (the experiment's diseases and the gold ids of real
+  # 'train' cases) becomes one vocabulary piece; `vocab_size` then counts the other pieces
+  id_pieces: bool = False
   # prompt style of every diagnosis prompt (data, RERS, evaluation; recorded in exports): 'full'
   # opens with the system instruction, 'none' (models trained from scratch) drops it
   instruction: str = "full"
@@ -52,14 +58,18 @@ class DataSpec:
   texts: tuple[str, ...] = ()
   jsonl: tuple[str, ...] = ()
   validation_fraction: float = 0.2
+  real_renderings: int = 1  # notes per real 'train' case (builders.RealConfig.renderings)
+  real_mask_rate: float = 0.0  # findings dropped from each further rendering
   vocab_size: int = 8192
   tokenizer: str = ""  # a pretrained .model / tokenizer.json; '' = train SentencePiece
   qa_rate: float = 1.0  # SFT mixture rates: knowledge QA, diagnosis (ranked differential) and
   diagnosis_rate: float = 1.0
   final_rate: float = 0.0  # ... diagnosis at the final level (one diagnosis: half the tokens)
+  real_rate: float | None = None  # ... real-case diagnosis (None: diagnosis_rate)
 
   def __post_init__(self):  # a typo in gin fails here, before the knowledge base loads
     targets.check_reasoning(self.reasoning, "DataSpec.reasoning")
+    targets.check_answer(self.answer, "DataSpec.answer")
     format_lib.check_instruction(self.instruction, "DataSpec.instruction")
 
 
@@ -98,14 +108,15 @@ def make_configs(kb: knowledge.KnowledgeBase, spec: DataSpec,
       kb, diseases=diseases, seed=spec.seed, n_train=spec.n_train,
       n_validation=spec.n_validation, n_test=spec.n_test, simulator=spec.simulator,
       render=spec.render, n_ranked=spec.n_ranked, reasoning=spec.reasoning,
-      instruction=spec.instruction)
+      instruction=spec.instruction, answer=spec.answer)
   real = None
   if spec.phenopackets or spec.texts or spec.jsonl:
     real = builders.RealConfig.create(
         kb, diseases=diseases if spec.n_diseases is not None else (), seed=spec.seed,
         phenopackets=spec.phenopackets, texts=spec.texts, jsonl=spec.jsonl,
         validation_fraction=spec.validation_fraction, render=spec.render,
-        n_ranked=spec.n_ranked, reasoning=spec.reasoning, instruction=spec.instruction)
+        n_ranked=spec.n_ranked, reasoning=spec.reasoning, instruction=spec.instruction,
+        answer=spec.answer, renderings=spec.real_renderings, mask_rate=spec.real_mask_rate)
   return knowledge_config, simulated, real
 
 
@@ -119,13 +130,27 @@ def prepare_data(kb: knowledge.KnowledgeBase, data_dir: str | pathlib.Path,
   if spec.tokenizer:
     vocabulary_path = pathlib.Path(spec.tokenizer)
   else:
+    ids = answer_ids(built) if spec.id_pieces else []
     key = json.dumps([[c.name for c in (knowledge_config, simulated, real) if c],
-                      spec.vocab_size, spec.seed]).encode()
+                      spec.vocab_size, spec.seed] + ([len(ids)] if ids else [])).encode()
     vocabulary_path = data_dir / "vocab" / f"spm-{hashlib.sha256(key).hexdigest()[:12]}.model"
     if not vocabulary_path.is_file():
-      vocab_lib.train_sentencepiece(builders.texts(built), vocabulary_path, spec.vocab_size,
-                                    seed=spec.seed)
+      vocab_lib.train_sentencepiece(builders.texts(built), vocabulary_path,
+                                    spec.vocab_size + len(ids), seed=spec.seed, extra_symbols=ids)
   return PreparedData(spec, data_dir, knowledge_config, simulated, real, vocabulary_path)
+
+
+def answer_ids(built: Sequence[builders.RarejaxBuilder]) -> list[str]:
+  """Every disease id a training target can name: the diseases of the built knowledge and
+  simulated datasets, and the gold ids of the real 'train' cases (never 'validation' ones)."""
+  ids = set()
+  for builder in built:
+    if isinstance(builder.builder_config, builders.TrajectoryConfig):
+      continue
+    ids.update(builder.builder_config.diseases)
+    if isinstance(builder.builder_config, (builders.SimulatedConfig, builders.RealConfig)):
+      ids.update(g for example in builders.examples(builder, "train") for g in example["gold_ids"])
+  return sorted(ids)
 
 
 def register_tasks(data: PreparedData, vocabulary: seqio.Vocabulary | None = None,
@@ -153,7 +178,8 @@ def register_tasks(data: PreparedData, vocabulary: seqio.Vocabulary | None = Non
   if data.real is not None:
     names["real_diagnosis"] = tasks.register_diagnosis(data.real, d, vocabulary)
     names["real_prompts"] = tasks.register_prompts(data.real, d, vocabulary)
-    rates[names["real_diagnosis"]] = spec.diagnosis_rate
+    rates[names["real_diagnosis"]] = (spec.diagnosis_rate if spec.real_rate is None
+                                      else spec.real_rate)
   names["sft_mixture"] = tasks.register_mixture(rates)
   if trajectories is not None:
     names["trajectories"] = tasks.register_trajectories(trajectories, d, vocabulary)
