@@ -175,9 +175,14 @@ def _previous_trajectories(ctx: pipeline.StageContext,
 
 def export_metadata(kb: knowledge.KnowledgeBase, data) -> dict[str, Any]:
   """What a training stage records with its checkpoints and export: the knowledge version, the
-  vocabulary and the prompt style (read back by model_method when the export is evaluated)."""
+  vocabulary, the prompt style and how the differential is read — the first entry's id
+  distribution for a model that answers first with id pieces (read back by model_method when
+  the export is evaluated)."""
+  spec = data.spec
+  first_entry = spec.id_pieces and spec.answer == "id" and spec.reasoning == "none"
   return {"knowledge": kb.version.as_dict(), "vocabulary": str(data.vocabulary_path),
-          model_method.PROMPT_INSTRUCTION: data.spec.instruction}
+          model_method.PROMPT_INSTRUCTION: spec.instruction,
+          model_method.ANSWER_RANKING: "first_entry" if first_entry else "generate"}
 
 
 def _train(ctx: pipeline.StageContext) -> dict:

@@ -30,6 +30,7 @@ import pathlib
 from typing import Any, Mapping, Sequence
 
 from rarejax import knowledge
+from rarejax import release
 from rarejax.cases import Case
 from rarejax.data import format as format_lib
 from rarejax.evaluate import generation
@@ -37,14 +38,20 @@ from rarejax.evaluate import grader as grader_lib
 from rarejax.evaluate import methods as methods_lib
 from rarejax.model.config import ModelConfig
 from rarejax.sample import Sampler
+from rarejax.sample import first_entry
 from rarejax.train import stage as train_stage_lib
 
 DEFAULT_GENERATION = generation.GenerationConfig(max_new_tokens=768)
 CACHE_STEP = 256  # cache lengths are rounded up to a multiple of this (few compiled shapes)
 CONFIDENCE = "probability of the first answer line (top-1 calibration)"
 PROMPT_INSTRUCTION = "prompt_instruction"  # metadata.json key: the prompt style trained with
+# metadata.json key: how the model's differential is read ('generate': decode the answer list;
+# 'first_entry': the top k of the first answer entry's distribution over disease-id pieces,
+# for models that answer first with id pieces; rarejax.sample.first_entry)
+ANSWER_RANKING = "answer_ranking"
+RANKINGS = ("generate", "first_entry")
 EXPORT_HINT = ("--checkpoint takes the export folder of a training stage, e.g. WORKDIR/sft/export, "
-               "holding metadata.json and params/")
+               "holding metadata.json and params/, or a release folder (releases/NAME)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +68,15 @@ class LoadedModel:
   def prompt_instruction(self) -> str:
     """The prompt style the model was trained with (`prompt_instruction`)."""
     return prompt_instruction(self.metadata, self.export_dir / "metadata.json")
+
+  @property
+  def answer_ranking(self) -> str:
+    """How the model's differential is read (ANSWER_RANKING; 'generate' when not recorded)."""
+    ranking = self.metadata.get(ANSWER_RANKING, "generate")
+    if ranking not in RANKINGS:
+      raise ValueError(f"{self.export_dir / 'metadata.json'}: {ANSWER_RANKING!r} must be one of "
+                       f"{RANKINGS}, got {ranking!r}")
+    return ranking
 
 
 def prompt_instruction(metadata: Mapping[str, Any], where: str | pathlib.Path = "metadata") -> str:
@@ -81,9 +97,9 @@ def read_metadata(export_dir: str | pathlib.Path) -> dict[str, Any]:
   if not path.is_dir():
     raise FileNotFoundError(f"checkpoint not found: {path} ({EXPORT_HINT})")
   meta_path = path / "metadata.json"
-  if not meta_path.is_file() or not (path / "params").is_dir():
-    raise FileNotFoundError(f"{path} is not a params export: metadata.json or params/ is "
-                            f"missing ({EXPORT_HINT})")
+  if not meta_path.is_file() or not ((path / "params").is_dir() or release.is_release(path)):
+    raise FileNotFoundError(f"{path} is not a params export or release: metadata.json, or "
+                            f"params/ (params.safetensors), is missing ({EXPORT_HINT})")
   try:
     metadata = json.loads(meta_path.read_text("utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -102,6 +118,8 @@ def vocabulary_path(export_dir: str | pathlib.Path, metadata: Mapping[str, Any],
     raise ValueError(f"{export_dir}/metadata.json names no vocabulary: pass --vocabulary (the "
                      "SentencePiece .model or tokenizer.json the model was trained with)")
   path = pathlib.Path(raw)
+  if not override and not path.is_absolute():  # a release names its own tokenizer.model
+    path = pathlib.Path(export_dir) / path
   if not path.exists():
     named = "given" if override else f"named by {export_dir}/metadata.json"
     raise FileNotFoundError(f"vocabulary not found: {path} ({named}); pass --vocabulary PATH")
@@ -110,7 +128,8 @@ def vocabulary_path(export_dir: str | pathlib.Path, metadata: Mapping[str, Any],
 
 def load_model(export_dir: str | pathlib.Path,
                vocabulary: str | pathlib.Path | None = None) -> LoadedModel:
-  """Params, config and vocabulary of an export (rarejax.train.checkpoint.export_params)."""
+  """Params, config and vocabulary of an export (rarejax.train.checkpoint.export_params) or of a
+  release (rarejax.release)."""
   # The vocabulary module imports TensorFlow (seqio); only a model evaluation needs it.
   from rarejax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
   export_dir = pathlib.Path(export_dir)
@@ -121,7 +140,8 @@ def load_model(export_dir: str | pathlib.Path,
   if vocab.vocab_size > config.vocab_size:
     raise ValueError(f"vocabulary {vocab_path} has {vocab.vocab_size} pieces but the model in "
                      f"{export_dir} embeds only {config.vocab_size}: wrong --vocabulary?")
-  params = train_stage_lib.load_exported_params(export_dir, config)
+  params = (release.load_release_params(export_dir, config) if release.is_release(export_dir)
+            else train_stage_lib.load_exported_params(export_dir, config))
   return LoadedModel(export_dir, config, params, vocab, vocab_path, metadata)
 
 
@@ -212,6 +232,8 @@ class ModelMethod:
     grader_config: how entries' alternatives count (GraderConfig.match_alternatives).
     instruction: the prompts' style (format.INSTRUCTION_STYLES); None: the one the export
       records (LoadedModel.prompt_instruction).
+    ranking: 'generate' or 'first_entry' (RANKINGS); None: the one the export records
+      (LoadedModel.answer_ranking).
     name: the method's name in reports.
     notes: extra entries for `config` (e.g. the knowledge check).
   """
@@ -220,8 +242,8 @@ class ModelMethod:
                generation_config: generation.GenerationConfig = DEFAULT_GENERATION, *,
                top_k: int = 10, batch_size: int = 16, max_cache_length: int = 4096,
                grader_config: grader_lib.GraderConfig = grader_lib.GraderConfig(),
-               instruction: str | None = None, name: str = "model.text",
-               notes: Mapping[str, Any] | None = None):
+               instruction: str | None = None, ranking: str | None = None,
+               name: str = "model.text", notes: Mapping[str, Any] | None = None):
     if top_k < 1 or batch_size < 1:
       raise ValueError(f"ModelMethod needs top_k >= 1 and batch_size >= 1, got {top_k}, "
                        f"{batch_size}")
@@ -240,6 +262,17 @@ class ModelMethod:
       raise ValueError(f"max_cache_length={max_cache_length} leaves no room for a prompt: "
                        f"the response alone needs {self.after_prompt} slots")
     self._samplers: dict[int, Sampler] = {}
+    self.ranking = ranking or model.answer_ranking
+    if self.ranking not in RANKINGS:
+      raise ValueError(f"ranking must be one of {RANKINGS}, got {self.ranking!r}")
+    self._first_entry = None
+    if self.ranking == "first_entry":
+      example = next(iter(first_entry.id_pieces(model.vocabulary).values()), "OMIM:0")
+      prefix = first_entry.answer_prefix_ids(
+          model.vocabulary, format_lib.format_response("", [("", example)]), example)
+      self._first_entry = first_entry.FirstEntryRanker(model.config, model.vocabulary, prefix,
+                                                       batch_size=batch_size)
+      self.after_prompt = len(prefix) + 1
 
   @property
   def config(self) -> dict[str, Any]:
@@ -249,7 +282,7 @@ class ModelMethod:
             "model_config": self.model.config.to_dict(),
             "generation": dataclasses.asdict(self.generation), "top_k": self.top_k,
             "max_cache_length": self.max_cache_length, "confidence": CONFIDENCE,
-            "prompt_instruction": self.instruction,
+            "prompt_instruction": self.instruction, "ranking": self.ranking,
             "training_knowledge": self.model.metadata.get("knowledge"), **self.notes}
 
   def applies(self, case: Case) -> bool:
@@ -276,6 +309,10 @@ class ModelMethod:
     vocabulary = self.model.vocabulary
     fitted = [self.prompt(note) for note in notes]
     prompts = [prompt for prompt, _ in fitted]
+    if self._first_entry is not None:
+      ranked = self._first_entry.rank(
+          self.model.params, [generation.prompt_ids(vocabulary, p) for p in prompts], self.top_k)
+      return [self.read_ranked(r, cut) for r, (_, cut) in zip(ranked, fitted)]
     longest = max(len(generation.prompt_ids(vocabulary, p)) for p in prompts)
     responses = generation.generate_responses(self._sampler(longest), self.model.params,
                                               vocabulary, prompts, self.generation)
@@ -292,6 +329,19 @@ class ModelMethod:
     candidates = methods_lib.graded_candidates(ranked, confidences, self.grader_config,
                                                self.index.primary_names)
     return Diagnosis(response, parsed, ranked, candidates, note_cut)
+
+  def read_ranked(self, ranked: Sequence[tuple[str, float]], note_cut: bool = False) -> Diagnosis:
+    """A first-entry ranking ([(disease id, probability)]) as a written answer read by the one
+    parser and grader; the first candidate's confidence is its probability."""
+    text = format_lib.format_response("", [("", disease_id) for disease_id, _ in ranked])
+    parsed = format_lib.parse_response(text)
+    grounded = grader_lib.ground_entries(parsed.entries, self.index)[:self.top_k]
+    probability = {disease_id: p for disease_id, p in ranked}
+    confidences = [probability.get(e.entry.id) if i == 0 else None
+                   for i, e in enumerate(grounded)]
+    candidates = methods_lib.graded_candidates(grounded, confidences or None, self.grader_config,
+                                               self.index.primary_names)
+    return Diagnosis(generation.Response(text, (), ()), parsed, grounded, candidates, note_cut)
 
   def output(self, case: Case, diagnosis: Diagnosis) -> methods_lib.MethodOutput:
     """The diagnosis of a case as a MethodOutput (its gold rank is the grader's, within top_k)."""
@@ -322,7 +372,8 @@ def add_model_flags(parser, checkpoint_required: bool) -> None:
   """The model flags shared by `rarejax evaluate` and `rarejax diagnose` (an argparse parser or
   argument group): checkpoint, vocabulary, generation budget, batch and cache sizes."""
   parser.add_argument("--checkpoint", required=checkpoint_required, default=None,
-                      help="a training stage's export folder")
+                      help="a training stage's export folder or a release folder (default: the "
+                      f"released model, {release.DEFAULT_RELEASE})")
   parser.add_argument("--vocabulary", default=None,
                       help="the model's vocabulary (default: the one its metadata.json names)")
   parser.add_argument("--max_new_tokens", type=int, default=768,

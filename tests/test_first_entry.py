@@ -1,0 +1,102 @@
+"""Tests for first-entry ranking: disease ids as vocabulary pieces, the answer prefix, the ranker
+(left padding gives the logits of an unpadded forward), and the model method reading an export
+that records 'first_entry' into candidates graded by the one grader."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from rarejax.data import format as fmt
+from rarejax.data import vocab as vocab_lib
+from rarejax.evaluate import generation, model_method
+from rarejax.knowledge import grounding
+from rarejax.model import config as model_config
+from rarejax.model import transformer
+from rarejax.sample import first_entry
+from rarejax.train import checkpoint
+
+IDS = ["OMIM:154700", "OMIM:609192", "OMIM:236200", "OMIM:999999"]
+INDEX = grounding.GroundingIndex(
+    [("OMIM:154700", ["Marfan syndrome"]), ("OMIM:609192", ["Loeys-Dietz syndrome 1"]),
+     ("OMIM:236200", ["Homocystinuria"])])
+TEXTS = [fmt.build_prompt("A tall boy with long fingers and lens dislocation.",
+                          instruction="none"),
+         *(fmt.format_response("", [("", i)]) for i in IDS),
+         "Arachnodactyly, ectopia lentis, scoliosis, tall stature, aortic root dilatation."]
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("first_entry")
+  vocab_path = vocab_lib.train_sentencepiece(TEXTS * 5, folder / "spm.model", vocab_size=400,
+                                             extra_symbols=IDS)
+  vocabulary = vocab_lib.load_vocabulary(vocab_path)
+  config = model_config.preset("tiny_llama", vocab_size=vocabulary.vocab_size, init_std=0.2)
+  params = jax.jit(transformer.init_params, static_argnums=0)(config, jax.random.key(0))
+  out = folder / "export"
+  checkpoint.export_params(out, params, {"model_config": config.to_dict(),
+                                         "vocabulary": str(vocab_path), "knowledge": {},
+                                         "prompt_instruction": "none",
+                                         model_method.ANSWER_RANKING: "first_entry"})
+  return out
+
+
+def test_id_pieces_and_prefix(export):
+  model = model_method.load_model(export)
+  pieces = first_entry.id_pieces(model.vocabulary)
+  assert sorted(pieces.values()) == sorted(IDS)
+  response = fmt.format_response("", [("", "OMIM:154700")])
+  prefix = first_entry.answer_prefix_ids(model.vocabulary, response, "OMIM:154700")
+  assert model.vocabulary.decode(prefix) == response[:response.index("OMIM:154700")]
+  with pytest.raises(ValueError, match="not one vocabulary piece"):
+    first_entry.answer_prefix_ids(model.vocabulary, "1. OMIM:123", "OMIM:123")
+
+
+def test_left_padded_rows_give_the_unpadded_logits(export):
+  model = model_method.load_model(export)
+  prefix = [5, 6]
+  ranker = first_entry.FirstEntryRanker(model.config, model.vocabulary, prefix, batch_size=2,
+                                        length_step=16)
+  prompts = [generation.prompt_ids(model.vocabulary, p) for p in
+             (TEXTS[0], fmt.build_prompt("Seizures.", instruction="none"))]
+  ranked = ranker.rank(model.params, prompts, top_k=len(IDS))
+  for prompt, row in zip(prompts, ranked):
+    logits, _ = transformer.Decoder(model.config).apply(
+        {"params": model.params}, np.array([prompt + prefix], np.int32))
+    log_probs = jax.nn.log_softmax(logits[0, -1])
+    expected = sorted(((model.vocabulary.decode([t]), float(np.exp(log_probs[t])))
+                       for t in ranker.id_tokens), key=lambda x: -x[1])
+    assert [d for d, _ in row] == [d for d, _ in expected]
+    np.testing.assert_allclose([p for _, p in row], [p for _, p in expected], rtol=1e-4)
+
+
+def test_model_method_reads_first_entry_from_metadata(export):
+  model = model_method.load_model(export)
+  assert model.answer_ranking == "first_entry"
+  method = model_method.ModelMethod(model, INDEX, batch_size=2, top_k=3)
+  diagnoses = method.diagnose(["A tall boy with long fingers.", "Seizures since infancy."])
+  for diagnosis in diagnoses:
+    assert len(diagnosis.candidates) == 3
+    assert diagnosis.parsed.well_formed
+    assert {c.disease_id for c in diagnosis.candidates} <= set(IDS)
+    assert 0 < diagnosis.candidates[0].confidence <= 1
+    assert diagnosis.candidates[1].confidence is None
+  assert method.config["ranking"] == "first_entry"
+
+
+def test_unknown_ranking_in_metadata_is_an_error(export, tmp_path):
+  model = model_method.load_model(export)
+  bad = model_method.LoadedModel(model.export_dir, model.config, model.params, model.vocabulary,
+                                 model.vocabulary_path,
+                                 {**model.metadata, model_method.ANSWER_RANKING: "beam"})
+  with pytest.raises(ValueError, match="answer_ranking"):
+    model_method.ModelMethod(bad, INDEX)
+
+
+def test_vocabulary_without_id_pieces_is_refused(tmp_path):
+  vocab_path = vocab_lib.train_sentencepiece(TEXTS * 5, tmp_path / "spm.model", vocab_size=400)
+  vocabulary = vocab_lib.load_vocabulary(vocab_path)
+  config = model_config.preset("tiny_llama", vocab_size=vocabulary.vocab_size)
+  with pytest.raises(ValueError, match="id_pieces"):
+    first_entry.FirstEntryRanker(config, vocabulary, [1])
