@@ -97,3 +97,46 @@ def test_compiled_step_with_a_pluggable_loss_reports_stats_and_trains():
   assert seen[0]["learning_rate"] == 0.0 and seen[1]["learning_rate"] == pytest.approx(1e-2)
   assert seen[-1]["loss"] < seen[1]["loss"]
   assert int(state.step) == 4
+
+
+def _sft_batch(config, weights):
+  tokens = np.random.default_rng(0).integers(1, config.vocab_size, size=(weights.shape[0], 13))
+  return {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
+          "loss_weights": jnp.asarray(weights, jnp.float32),
+          "segment_ids": jnp.ones(weights.shape, jnp.int32)}
+
+
+@pytest.mark.parametrize("loss_positions", [4, 12])
+def test_loss_positions_give_the_full_step_when_nothing_is_dropped(loss_positions):
+  config = preset("tiny_llama")
+  tx = optimizer.make_optimizer(optimizer.OptimizerConfig(learning_rate=1e-2, warmup_steps=0,
+                                                          total_steps=10))
+  mesh = mesh_lib.make_mesh()
+  shardings = state_lib.train_state_shardings(config, tx, mesh)
+  weights = np.zeros((4, 12))
+  weights[0, 3:6] = weights[1, 9:12] = weights[2, [0, 11]] = weights[3, 5] = 1.0
+  batch = _sft_batch(config, weights)
+  out = {}
+  for k in (0, loss_positions):
+    step = jax.jit(step_lib.make_train_step(config, tx, losses.get_loss("sft"), loss_positions=k))
+    state = state_lib.init_train_state(config, tx, shardings, seed=1)
+    out[k] = step(state, batch)
+  (full_state, full), (state, sparse) = out[0], out[loss_positions]
+  np.testing.assert_allclose(sparse["loss"], full["loss"], rtol=1e-5)
+  assert sparse["tokens"] == full["tokens"] == 9.0 and sparse["dropped_loss_weight"] == 0.0
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(full_state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_positions_count_what_they_drop_and_need_loss_weights():
+  config = preset("tiny_llama")
+  weights = np.zeros((2, 12))
+  weights[0, :6] = 1.0  # 6 weighted tokens, 4 kept
+  batch = _sft_batch(config, weights)
+  positions, read, dropped = step_lib.loss_positions_batch(batch, 4)
+  assert positions.shape == (2, 4) and read["targets"].shape == (2, 4)
+  assert float(dropped) == 2.0 and float(read["loss_weights"].sum()) == 4.0
+  np.testing.assert_array_equal(read["targets"][0], batch["targets"][0, :4])
+  assert read["inputs"].shape == (2, 12)  # the model reads every input token
+  with pytest.raises(ValueError, match="loss_weights"):
+    step_lib.loss_positions_batch({"targets": batch["targets"]}, 4)

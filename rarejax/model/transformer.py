@@ -34,7 +34,9 @@ KV cache (what the sampler uses):
   never attended. Each decode step then passes the sampled token with segment_ids 1 and
   positions = previous position + 1, per row. Continuing a sequence later (a reflection turn)
   is another call on the same cache, L = number of new tokens. `last_only=True` returns only
-  the logits of the last of the L tokens, [B, 1, vocab] (the prefill of a sampler).
+  the logits of the last of the L tokens, [B, 1, vocab] (the prefill of a sampler);
+  `logit_positions` int32 [B, K] returns only those positions' logits, [B, K, vocab] (a loss
+  that reads few positions skips the output projection of the others).
   `repeat_cache(cache, G)` repeats every row G times (row b -> rows b*G .. b*G+G-1) to draw G
   samples from one prefill. Rows whose new chunk is shorter may pad it (anywhere) with
   segment id 0: those slots are written but never attended.
@@ -124,7 +126,8 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, tokens: Array, positions: Array | None = None,
                segment_ids: Array | None = None, cache: Cache | None = None,
-               last_only: bool = False) -> tuple[Array, Cache | None]:
+               last_only: bool = False,
+               logit_positions: Array | None = None) -> tuple[Array, Cache | None]:
     cfg = self.config
     batch, length = tokens.shape
     if segment_ids is None:
@@ -161,6 +164,8 @@ class Decoder(nn.Module):
     x = layers.RMSNorm(cfg, name="final_norm")(x)
     if last_only:
       x = x[:, -1:]
+    elif logit_positions is not None:  # logits only where a loss reads them: [B, K, V]
+      x = jnp.take_along_axis(x, logit_positions[..., None], axis=1)
     return self._logits(x, embedding), new_cache
 
   def _unrolled_layers(self, x: Array, caches: tuple[LayerCache, ...],

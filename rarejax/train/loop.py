@@ -65,6 +65,8 @@ class LoopConfig:
     async_checkpoints: write checkpoints in the background.
     seed: parameter init and step rng seed.
     mesh_shape: (data, fsdp, tensor); one entry may be -1 (all remaining devices).
+    loss_positions: K > 0 computes logits only at the K most-weighted positions of each row
+      (response-masked losses; step.make_train_step), 0 at every position.
   """
   num_steps: int = 100
   loss: str = "lm"
@@ -76,6 +78,7 @@ class LoopConfig:
   async_checkpoints: bool = True
   seed: int = 0
   mesh_shape: tuple[int, int, int] = (-1, 1, 1)
+  loss_positions: int = 0
 
 
 @dataclasses.dataclass
@@ -154,7 +157,7 @@ def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerCon
     batches = batches_from(start)
     step_fn = step_lib.make_train_step(
         model_config, tx, losses.get_loss(loop_config.loss), loop_config.num_microbatches,
-        optimizer.learning_rate_schedule(optimizer_config))
+        optimizer.learning_rate_schedule(optimizer_config), loop_config.loss_positions)
     run = _Run(loop_config, checkpointer, writer, metadata, eval_fn, start, progress)
     if start >= loop_config.num_steps:
       return run.finish(state, "completed")
