@@ -1,5 +1,6 @@
 """`rarejax diagnose`: a clinical note or phenopacket → ranked differential, reasoning and evidence.
 
+  python -m rarejax diagnose --note "..."        # the released model (releases/, rarejax.release)
   python -m rarejax diagnose --checkpoint WORKDIR/sft/export --file note.txt
   echo "Tall; arachnodactyly; ectopia lentis." | python -m rarejax diagnose --checkpoint E --file -
   python -m rarejax diagnose --checkpoint EXPORT --note "..." --think_tokens 256 --json
@@ -35,6 +36,7 @@ from typing import Any, Sequence
 from rarejax import atomic_io
 from rarejax import cases as cases_lib
 from rarejax import knowledge
+from rarejax import release
 from rarejax.evaluate import concepts
 from rarejax.evaluate import evidence
 from rarejax.evaluate import generation
@@ -273,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
   source.add_argument("--file", help="a UTF-8 text file with the note ('-' reads stdin)")
   source.add_argument("--phenopacket", help="a GA4GH Phenopacket v2 JSON file")
   source.add_argument("--batch", help="a folder of .txt notes and .json phenopackets")
-  model_method.add_model_flags(parser, checkpoint_required=True)
+  model_method.add_model_flags(parser, checkpoint_required=False)
   parser.add_argument("--top_k", type=int, default=10, help="candidates in the differential")
   parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
   parser.add_argument("--seed", type=int, default=0)
@@ -301,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
   _check(args, parser)
+  args.checkpoint = args.checkpoint or str(release.DEFAULT_RELEASE)
   if hasattr(sys.stdout, "reconfigure"):
     sys.stdout.reconfigure(errors="backslashreplace")  # non-ASCII notes on any console
   try:

@@ -9,6 +9,7 @@ import pathlib
 import jax
 import pytest
 
+from rarejax import release
 from rarejax.cases import Case, PatientSimulator, render_cases, write_jsonl
 from rarejax.data import format as fmt
 from rarejax.data import vocab as vocab_lib
@@ -217,7 +218,8 @@ def test_knowledge_check_compares_training_and_evaluation_exclusions(kb):
     (["--methods", "model"], "method 'model' needs --checkpoint"),
     (["--checkpoint", "/no/such/export"], "checkpoint not found: /no/such/export"),
 ])
-def test_model_flags_give_clear_errors(capsys, tmp_path, argv, message):
+def test_model_flags_give_clear_errors(capsys, tmp_path, monkeypatch, argv, message):
+  monkeypatch.setattr(release, "DEFAULT_RELEASE", tmp_path / "no_release")
   with pytest.raises(SystemExit) as exit_info:
     run.main(["--benchmark", "simulated:2:1", "--out", str(tmp_path), *argv])
   assert exit_info.value.code == 2 and message in capsys.readouterr().err

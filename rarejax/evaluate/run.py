@@ -33,6 +33,7 @@ import numpy as np
 import tqdm
 
 from rarejax import knowledge
+from rarejax import release
 from rarejax.cases import Case, pmids, read_jsonl, split_by_publication
 from rarejax.evaluate import benchmarks as benchmarks_lib
 from rarejax.evaluate import concepts
@@ -257,8 +258,10 @@ def _validate_model(args, parser: argparse.ArgumentParser, names: Sequence[str])
   """Checks the model flags and the export's files (cheap: nothing is loaded yet)."""
   if MODEL not in names:
     return
-  if not args.checkpoint:
-    parser.error(f"method '{MODEL}' needs --checkpoint (a training stage's export folder)")
+  if not args.checkpoint and not release.DEFAULT_RELEASE.is_dir():
+    parser.error(f"method '{MODEL}' needs --checkpoint (a training stage's export folder); the "
+                 f"default, the released model {release.DEFAULT_RELEASE}, is not there")
+  args.checkpoint = args.checkpoint or str(release.DEFAULT_RELEASE)
   if not 0 <= args.think_tokens < args.max_new_tokens or args.model_batch_size < 1:
     parser.error("need 0 <= --think_tokens < --max_new_tokens and --model_batch_size >= 1")
   try:

@@ -1,0 +1,113 @@
+"""Writes the released model: an export as releases/<name>/ with a model card built from its report.
+
+  .venv/bin/python experiments/make_release.py --export WORKDIR/sft/export \
+      --report experiments/results/full/dev_protocol/metrics.json \
+      --exclude_pmids ../shared/data/phenopacket-store/benchmark_pmids.txt
+
+The card's tables are read from the `rarejax evaluate` report of the export (metrics.json): every
+benchmark, every method and slice with its top-1 / top-10 and 95% bootstrap interval. The
+publications the model's knowledge excludes are listed in metadata.json (`excluded_pmids`) so an
+evaluation can give the classical rankers the same knowledge. A release replaces the previous one.
+"""
+import argparse
+import datetime
+import json
+import pathlib
+import sys
+
+import jax
+
+from rarejax import knowledge
+from rarejax import release
+from rarejax.evaluate import model_method
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _cell(metric: dict) -> str:
+  return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
+
+
+def report_tables(metrics: dict) -> str:
+  """Markdown: per benchmark, a row per method with top-1 / top-10 per slice."""
+  out = []
+  for name, bench in metrics["benchmarks"].items():
+    slices = list(bench["slices"])
+    out.append(f"### {name}\n\n{bench['source']} ({bench['n_cases']} cases; slices: " +
+               ", ".join(f"{s} n={bench['slices'][s]}" for s in slices) + ")\n")
+    out.append("| method | " + " | ".join(f"{s} top-1 / top-10" for s in slices) + " |")
+    out.append("| --- |" + " --- |" * len(slices))
+    for method, result in bench["methods"].items():
+      cells = [f"{result['metrics'][s]['top1']['value']:.3f} / "
+               f"{result['metrics'][s]['top10']['value']:.3f}" for s in slices]
+      out.append(f"| {method} | " + " | ".join(cells) + " |")
+    out.append("")
+  return "\n".join(out)
+
+
+def model_card(name: str, model: model_method.LoadedModel, metrics: dict, notes: str) -> str:
+  config = model.config
+  n_params = sum(x.size for x in jax.tree.leaves(model.params))
+  stamp = model.metadata.get("knowledge", {})
+  return f"""# {name}
+
+A rarejax model for rare-disease diagnosis from a clinical note: it reads the note and ranks
+OMIM diseases. Trained from scratch on one 2-core CPU with `gin_configs/experiments/full.gin`
+(answer first: each disease is one vocabulary piece, and the differential is the model's
+probability of naming each disease first). Released {datetime.date.today().isoformat()}.
+
+- Architecture: Llama-family decoder, {config.num_layers} layers, d_model {config.d_model},
+  {config.num_heads} heads, vocabulary {config.vocab_size} (SentencePiece; one piece per disease
+  id), {n_params / 1e6:.1f}M parameters, stored in bfloat16.
+- Knowledge: HPO release {stamp.get('hpo_release', '?')}; {stamp.get('n_excluded_pmids', '?')}
+  publications excluded from every annotation it learned from (every phenopacket-store
+  publication and narrative case text: benchmark_pmids.txt), so it can be evaluated honestly on
+  any of those cases.
+- Training data: simulated patients of every annotated OMIM disease rendered to notes, knowledge
+  QA, and the real phenopacket-store cases of the dev zip's training publications (80% of its
+  publications), each rendered several times. The validation publications' cases were never
+  seen.
+
+## Use
+
+```bash
+rarejax diagnose --note "A 4-year-old boy with ..."   # this release is the default model
+```
+
+## Evaluation (dev protocol: held-out publications, same knowledge for every method)
+
+{report_tables(metrics)}
+Methods: `model.text` is this model on the note; `resnik`, `likelihood_ratio`, `case_knn` and
+`fusion` are classical rankers given the same knowledge and the same training cases (`oracle`:
+the case's structured HPO terms; `text`: HPO concepts recognized in the note).
+
+## Limits
+
+{notes}
+"""
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--export", required=True, help="a training stage's export folder")
+  parser.add_argument("--report", required=True, help="metrics.json of its rarejax evaluate run")
+  parser.add_argument("--exclude_pmids", action="append", default=[],
+                      help="the publication lists its knowledge excluded (recorded in metadata)")
+  parser.add_argument("--name", default=release.DEFAULT_NAME)
+  parser.add_argument("--limits", default="", help="a markdown file with the card's limits")
+  args = parser.parse_args(argv)
+  model = model_method.load_model(args.export)
+  metrics = json.loads(pathlib.Path(args.report).read_text())
+  excluded = sorted({p for f in args.exclude_pmids for p in knowledge.read_pmid_file(f)})
+  notes = pathlib.Path(args.limits).read_text() if args.limits else "See the README."
+  out = release.write_release(
+      args.export, ROOT / "releases" / args.name, model_card(args.name, model, metrics, notes),
+      model.params, model.metadata,
+      {"excluded_pmids": excluded, "evaluation_report": metrics["provenance"]})
+  size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+  print(f"wrote {out} ({size:.1f} MiB)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

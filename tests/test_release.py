@@ -1,0 +1,66 @@
+"""Tests for releases: an export written as bf16 safetensors + tokenizer + metadata + card loads
+back through the one export loader, ranks like the export, refuses a bad folder, and is what
+`rarejax diagnose` uses without --checkpoint; the committed release diagnoses a note."""
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from rarejax import diagnose, release
+from rarejax.evaluate import model_method
+
+import test_first_entry  # pylint: disable=g-bad-import-order  (the tiny id-piece export)
+
+export = test_first_entry.export  # the module-scoped fixture
+
+
+@pytest.fixture(scope="module")
+def released(export, tmp_path_factory):
+  model = model_method.load_model(export)
+  out = tmp_path_factory.mktemp("releases") / "tiny"
+  return release.write_release(export, out, "# Tiny\nA test model.\n", model.params,
+                               model.metadata, {"card_summary": "tiny"})
+
+
+def test_release_round_trips_in_bf16_and_ranks_like_the_export(export, released):
+  assert sorted(p.name for p in released.iterdir()) == [
+      release.CARD_FILE, "metadata.json", release.PARAMS_FILE, release.TOKENIZER_FILE]
+  meta = json.loads((released / "metadata.json").read_text())
+  assert meta["vocabulary"] == release.TOKENIZER_FILE and meta["card_summary"] == "tiny"
+  original, loaded = model_method.load_model(export), model_method.load_model(released)
+  assert loaded.answer_ranking == "first_entry"
+  for a, b in zip(jax.tree.leaves(original.params), jax.tree.leaves(loaded.params)):
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2)  # bf16 storage
+  notes = ["A tall boy with long fingers.", "Seizures since infancy."]
+  ranked = [model_method.ModelMethod(m, test_first_entry.INDEX, top_k=1).diagnose(notes)
+            for m in (original, loaded)]
+  assert ([d.candidates[0].disease_id for d in ranked[0]]
+          == [d.candidates[0].disease_id for d in ranked[1]])
+
+
+def test_a_release_with_wrong_shapes_or_too_big_is_refused(export, released, tmp_path):
+  bad = tmp_path / "bad"
+  shutil.copytree(released, bad)
+  meta = json.loads((bad / "metadata.json").read_text())
+  meta["model_config"]["d_model"] *= 2
+  (bad / "metadata.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="shape|does not match"):
+    model_method.load_model(bad)
+  model = model_method.load_model(export)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(release, "MAX_BYTES", 1000)
+    with pytest.raises(ValueError, match="MiB"):
+      release.write_release(export, tmp_path / "big", "", model.params, model.metadata)
+  assert not (tmp_path / "big").exists()
+
+
+def test_diagnose_uses_the_default_release_without_checkpoint(released, monkeypatch, capsys):
+  monkeypatch.setattr(release, "DEFAULT_RELEASE", released)
+  assert diagnose.main(["--note", "A tall boy with long fingers.", "--json",
+                        "--top_k", "2"]) == 0
+  doc = json.loads(capsys.readouterr().out)
+  assert doc["checkpoint"] == str(released)
+  assert len(doc["results"][0]["differential"]) == 2
