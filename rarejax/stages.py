@@ -57,6 +57,7 @@ gin.external_configurable(cases.RenderConfig, module="rarejax.cases")
 
 @gin.configurable
 def experiment_knowledge(exclude_pmids: Sequence[str] = (),
+                         exclude_pmids_files: Sequence[str] = (),
                          heldout_phenopackets: Sequence[str] = (),
                          validation_fraction: float = 0.2, split_seed: int = 0,
                          ordo_path: str | None = None,
@@ -67,11 +68,14 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
   The honest protocol: the validation publications of `heldout_phenopackets` (split by
   publication exactly as the real-case dataset splits them: same fraction and seed) are added
   to `exclude_pmids`, so no annotation row citing an evaluated paper reaches any stage.
+  `exclude_pmids_files` add the PubMed ids of text files (one per line, 'PMID:123' or '123', '#'
+  comments; knowledge.read_pmid_file), e.g. the benchmark publications a released model must not
+  have read: ../shared/data/phenopacket-store/benchmark_pmids.txt.
   With `skip_missing_heldout`, a held-out source that does not exist is skipped with a warning
   (the knowledge's version stamp then records fewer exclusions, and an evaluation on those
   cases reports the checkpoint as not honest); otherwise it is an error.
   """
-  held_out = []
+  excluded = [p for path in exclude_pmids_files for p in knowledge.read_pmid_file(path)]
   for source in heldout_phenopackets:
     if skip_missing_heldout and not pathlib.Path(source).exists():
       logging.warning("experiment_knowledge: held-out phenopackets %s not found; their "
@@ -79,8 +83,8 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
       continue
     read, _ = cases.read_phenopackets(source)
     split = cases.split_by_publication(read, validation_fraction, split_seed)
-    held_out += cases.pmids(c for c in split if c.split == "validation")
-  return knowledge.load_knowledge(exclude_pmids=(*exclude_pmids, *held_out), ordo_path=ordo_path,
+    excluded += cases.pmids(c for c in split if c.split == "validation")
+  return knowledge.load_knowledge(exclude_pmids=(*exclude_pmids, *excluded), ordo_path=ordo_path,
                                   mondo_sssom_paths=mondo_sssom_paths)
 
 
@@ -176,7 +180,8 @@ def _previous_trajectories(ctx: pipeline.StageContext,
 def export_metadata(kb: knowledge.KnowledgeBase, data) -> dict[str, Any]:
   """What a training stage records with its checkpoints and export: the knowledge version, the
   vocabulary and the prompt style (read back by model_method when the export is evaluated)."""
-  return {"knowledge": kb.version.as_dict(), "vocabulary": str(data.vocabulary_path),
+  return {"knowledge": kb.version.as_dict(with_pmids=True),
+          "vocabulary": str(data.vocabulary_path),
           model_method.PROMPT_INSTRUCTION: data.spec.instruction}
 
 
