@@ -199,16 +199,17 @@ def _train(ctx: pipeline.StageContext) -> dict:
 
 @gin.configurable(denylist=["ctx"])
 def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
-               rankers: Sequence[str] = methods_lib.CLASSICAL,
+               rankers: Sequence[str] = methods_lib.DEFAULT_CLASSICAL,
                modes: Sequence[str] = methods_lib.MODES, max_new_tokens: int = 512,
                batch_size: int = 100, n_bootstrap: int = 1000,
                model_stages: Sequence[str] = ()) -> dict:
   """Held-out simulated notes (the 'test' split, which nothing before this stage reads): the
   export of every earlier stage (greedy) next to classical rankers over the experiment's
   diseases — reading the structured phenotypes ('oracle') and the HPO concepts recognized in the
-  note ('text') — plus oracle Resnik over every OMIM disease. The case-based kNN ranker searches
-  the simulated training cases (what the model learned from); the fusion's weights are chosen on
-  the validation split.
+  note ('text') — plus oracle Resnik over every OMIM disease. The case-based rankers search the
+  simulated training cases (what the model learned from); the fusions' weights are chosen on the
+  validation split. `rankers` default to methods.DEFAULT_CLASSICAL (methods.CLASSICAL adds the
+  older kNN and fusion).
 
   `model_stages` limits the models to those stages' exports (default: every export).
   Writes the evaluation report to <stage>/report/ (metrics.json with bootstrap intervals,

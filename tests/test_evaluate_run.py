@@ -59,12 +59,12 @@ def test_tiny_honest_run_end_to_end(kb, tmp_path, capsys):
                    "--tuning_fraction", "0.5", "--out", str(out), "--n_bootstrap", "50",
                    "--quiet"]) == 0
   printed = capsys.readouterr().out
-  assert "| fusion.text |" in printed and "report.md" in printed
+  assert "| rrf.text |" in printed and "report.md" in printed
   doc = json.loads((out / "metrics.json").read_text())
   assert set(doc["benchmarks"]) == {"jsonl", "simulated_3x1"}
   jsonl = doc["benchmarks"]["jsonl"]
   assert set(jsonl["methods"]) == {f"{n}.{m}" for m in ("oracle", "text") for n in
-                                   ("resnik", "likelihood_ratio", "case_knn", "fusion")}
+                                   ("resnik", "likelihood_ratio", "case_resnik", "rrf")}
   assert jsonl["slices"] == {"all": 8, "seen": 6, "unseen": 2, "few_findings": 0}
   assert jsonl["n_excluded_publications"] == 8
   assert doc["provenance"]["knowledge"]["n_excluded_pmids"] == 8

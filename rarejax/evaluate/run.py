@@ -3,7 +3,7 @@
   python -m rarejax.evaluate.run \\
       --benchmark phenopackets:../shared/data/phenopacket-store/phenopacket-store-dev.zip:validation \\
       --benchmark texts:../shared/data/case-texts/dev --benchmark simulated:100:2 \\
-      --methods resnik,likelihood_ratio,case_knn,fusion --modes oracle,text --out results/eval \\
+      --methods resnik,likelihood_ratio,case_resnik,rrf --modes oracle,text --out results/eval \\
       [--checkpoint WORKDIR/sft/export]      # adds the model ('model.text') to the methods
 
 The protocol (DESIGN.md, "Honest evaluation"), all in one command:
@@ -13,7 +13,8 @@ The protocol (DESIGN.md, "Honest evaluation"), all in one command:
      its training knowledge excluded (like for like); simulated benchmarks are drawn from that
      knowledge;
   3. training cases (the training publications of a `phenopackets:PATH:validation` split, plus
-     `--train_cases`) feed kNN and fusion; any from an evaluated publication is dropped;
+     `--train_cases`) feed the case rankers and fusions; any from an evaluated publication is
+     dropped;
   4. fusion weights are chosen on an inner publication split of the training cases
      (`--tuning_fraction`), with those tuning publications excluded from the tuning knowledge
      too — never on the evaluated cases;
@@ -123,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
       epilog="Benchmarks: " + benchmarks_lib.__doc__.split("\n\n", 1)[1])
   parser.add_argument("--benchmark", action="append", required=True,
                       help="KIND:ARGS, repeatable (see below)")
-  parser.add_argument("--methods", default=",".join(methods_lib.CLASSICAL),
+  parser.add_argument("--methods", default=",".join(methods_lib.DEFAULT_CLASSICAL),
                       help=f"comma-separated subset of {','.join(METHOD_NAMES)} ('{MODEL}' is "
                       "added when --checkpoint is given)")
   parser.add_argument("--modes", default=",".join(methods_lib.MODES),
@@ -131,11 +132,12 @@ def _parser() -> argparse.ArgumentParser:
                       "methods; the model always reads the note)")
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--train_cases", action="append", default=[],
-                      help="extra training cases for kNN/fusion: phenopackets:PATH or jsonl:PATH")
+                      help="extra training cases for the case rankers and fusions: "
+                      "phenopackets:PATH or jsonl:PATH")
   parser.add_argument("--validation_fraction", type=float, default=0.2,
                       help="publication fraction of a phenopackets:PATH:validation split")
   parser.add_argument("--tuning_fraction", type=float, default=0.2,
-                      help="publication fraction of the training cases fusion is tuned on")
+                      help="publication fraction of the training cases fusions are tuned on")
   parser.add_argument("--exclude_pmids", action="append", default=[], metavar="FILE",
                       help="file of PubMed ids (one per line, 'PMID:123' or '123', '#' comments) "
                       "also excluded from the evaluation knowledge; repeatable")
@@ -337,7 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   specs, names, modes = _validate(args, parser)
   try:
     metadata = model_method.read_metadata(args.checkpoint) if MODEL in names else None
-    inputs = _load_inputs(args, specs, need_tuning="fusion" in names, metadata=metadata)
+    inputs = _load_inputs(args, specs, need_tuning=bool(set(names) & set(methods_lib.FUSIONS)),
+                          metadata=metadata)
     check = honest_check(args, metadata, inputs) if metadata is not None else None
     recognizer = concepts.ConceptRecognizer.from_knowledge(
         inputs.kb_eval, concepts.RecognizerConfig(related=args.related_synonyms))
