@@ -32,6 +32,8 @@ def _main(capsys, *argv):
     (["--benchmark", "simulated:5:2", "--validation_fraction", "1.5"], "must be in (0, 1)"),
     (["--benchmark", "simulated:5:2", "--methods", "case_knn"], "need training cases"),
     (["--benchmark", "simulated:5:2", "--train_cases", "texts:/x"], "kind must be one of"),
+    (["--benchmark", "simulated:5:2", "--methods", "resnik", "--exclude_pmids", "/no/such.txt"],
+     "PMID exclusion file not found: /no/such.txt"),
 ])
 def test_bad_inputs_give_clear_errors(capsys, tmp_path, argv, message):
   code, err = _main(capsys, *argv, "--out", str(tmp_path / "out"), "--quiet")
