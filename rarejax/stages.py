@@ -57,6 +57,7 @@ gin.external_configurable(cases.RenderConfig, module="rarejax.cases")
 
 @gin.configurable
 def experiment_knowledge(exclude_pmids: Sequence[str] = (),
+                         exclude_pmids_files: Sequence[str] = (),
                          heldout_phenopackets: Sequence[str] = (),
                          validation_fraction: float = 0.2, split_seed: int = 0,
                          ordo_path: str | None = None,
@@ -67,11 +68,14 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
   The honest protocol: the validation publications of `heldout_phenopackets` (split by
   publication exactly as the real-case dataset splits them: same fraction and seed) are added
   to `exclude_pmids`, so no annotation row citing an evaluated paper reaches any stage.
+  `exclude_pmids_files` add the PubMed ids of text files (one per line, 'PMID:123' or '123', '#'
+  comments; knowledge.read_pmid_file), e.g. the benchmark publications a released model must not
+  have read: ../shared/data/phenopacket-store/benchmark_pmids.txt.
   With `skip_missing_heldout`, a held-out source that does not exist is skipped with a warning
   (the knowledge's version stamp then records fewer exclusions, and an evaluation on those
   cases reports the checkpoint as not honest); otherwise it is an error.
   """
-  held_out = []
+  excluded = [p for path in exclude_pmids_files for p in knowledge.read_pmid_file(path)]
   for source in heldout_phenopackets:
     if skip_missing_heldout and not pathlib.Path(source).exists():
       logging.warning("experiment_knowledge: held-out phenopackets %s not found; their "
@@ -79,8 +83,8 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
       continue
     read, _ = cases.read_phenopackets(source)
     split = cases.split_by_publication(read, validation_fraction, split_seed)
-    held_out += cases.pmids(c for c in split if c.split == "validation")
-  return knowledge.load_knowledge(exclude_pmids=(*exclude_pmids, *held_out), ordo_path=ordo_path,
+    excluded += cases.pmids(c for c in split if c.split == "validation")
+  return knowledge.load_knowledge(exclude_pmids=(*exclude_pmids, *excluded), ordo_path=ordo_path,
                                   mondo_sssom_paths=mondo_sssom_paths)
 
 
@@ -180,7 +184,8 @@ def export_metadata(kb: knowledge.KnowledgeBase, data) -> dict[str, Any]:
   the export is evaluated)."""
   spec = data.spec
   first_entry = spec.id_pieces and spec.answer == "id" and spec.reasoning == "none"
-  return {"knowledge": kb.version.as_dict(), "vocabulary": str(data.vocabulary_path),
+  return {"knowledge": kb.version.as_dict(with_pmids=True),
+          "vocabulary": str(data.vocabulary_path),
           model_method.PROMPT_INSTRUCTION: spec.instruction,
           model_method.ANSWER_RANKING: "first_entry" if first_entry else "generate"}
 
@@ -199,16 +204,17 @@ def _train(ctx: pipeline.StageContext) -> dict:
 
 @gin.configurable(denylist=["ctx"])
 def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
-               rankers: Sequence[str] = methods_lib.CLASSICAL,
+               rankers: Sequence[str] = methods_lib.DEFAULT_CLASSICAL,
                modes: Sequence[str] = methods_lib.MODES, max_new_tokens: int = 512,
                batch_size: int = 100, n_bootstrap: int = 1000,
                model_stages: Sequence[str] = ()) -> dict:
   """Held-out simulated notes (the 'test' split, which nothing before this stage reads): the
   export of every earlier stage (greedy) next to classical rankers over the experiment's
   diseases — reading the structured phenotypes ('oracle') and the HPO concepts recognized in the
-  note ('text') — plus oracle Resnik over every OMIM disease. The case-based kNN ranker searches
-  the simulated training cases (what the model learned from); the fusion's weights are chosen on
-  the validation split.
+  note ('text') — plus oracle Resnik over every OMIM disease. The case-based rankers search the
+  simulated training cases (what the model learned from); the fusions' weights are chosen on the
+  validation split. `rankers` default to methods.DEFAULT_CLASSICAL (methods.CLASSICAL adds the
+  older kNN and fusion).
 
   `model_stages` limits the models to those stages' exports (default: every export).
   Writes the evaluation report to <stage>/report/ (metrics.json with bootstrap intervals,

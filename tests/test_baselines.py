@@ -1,11 +1,13 @@
-"""Tests for the classical phenotype rankers: Resnik, likelihood ratio, case kNN, fusion, tie-breaks."""
+"""Tests for the classical phenotype rankers: Resnik, likelihood ratio, case kNN, case Resnik,
+fusions, tie-breaks."""
 import dataclasses
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from rarejax.evaluate import baselines
-from rarejax.evaluate.phenotype_index import PhenotypeIndex
+from rarejax.evaluate.phenotype_index import PhenotypeIndex, Query
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,3 +116,97 @@ def test_fusion_and_weight_choice(kb, index, tie_break):
   expected = sum(1 / (60 + baselines.ranks_from_scores(r.scores(None), tie_break))
                  for r in rankers)
   np.testing.assert_allclose(fused, expected, rtol=1e-6)
+
+
+class TinyIndex:
+  """Five terms, root(0) <- A(1) <- {B(2), C(3)} and root <- D(4), with IC 0, 1, 2, 3, 1.5; queries
+  name terms by index."""
+  ic = np.array([0.0, 1.0, 2.0, 3.0, 1.5], np.float32)
+  _ancestors = [[0], [0, 1], [0, 1, 2], [0, 1, 3], [0, 4]]
+
+  def __init__(self, disease_ids):
+    self.disease_ids = list(disease_ids)
+    self.disease_index = {d: i for i, d in enumerate(self.disease_ids)}
+    rows, cols = zip(*[(t, a) for t, anc in enumerate(self._ancestors) for a in anc])
+    self.ancestors = sparse.csc_matrix((np.ones(len(rows), np.float32), (rows, cols)), (5, 5))
+
+  def ancestors_of(self, term):
+    return np.asarray(self._ancestors[term], np.int32)
+
+  def query(self, observed, excluded=()):
+    return Query(np.unique(np.asarray(observed, np.int32)), np.zeros(0, np.int32))
+
+
+def test_case_resnik_bma_math_on_three_terms():
+  index = TinyIndex(["X", "Y"])
+  query = index.query([2, 4])                                   # B and D; the case has C
+  one_sided = baselines.CaseResnikRanker(index, [Pheno((3,))], [("X",)], symmetric=False)
+  both = baselines.CaseResnikRanker(index, [Pheno((3,))], [("X",)], symmetric=True)
+  # query->case: sim(B, C) = IC(A) = 1, sim(D, C) = IC(root) = 0 -> 0.5; case->query: C's best
+  # match is B (1) -> 1; symmetric: 0.75
+  np.testing.assert_allclose(one_sided.case_scores(query), [0.5])
+  np.testing.assert_allclose(both.case_scores(query), [0.75])
+  scores = one_sided.scores(query)
+  assert scores[0] == pytest.approx(0.5) and scores[1] == baselines.UNRANKED  # Y has no case
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_case_resnik_ranks_a_case_of_the_right_disease_first(symmetric):
+  index = TinyIndex(["X", "Y", "Z"])
+  train = [Pheno((2,)), Pheno((3,)), Pheno((4,)), Pheno((1,))]
+  ranker = baselines.CaseResnikRanker(index, train, [("X",), ("Y",), ("Z",), ("Y",)], symmetric,
+                                      top_cases=1)
+  tie_break = np.arange(3)
+  for term, gold in ((2, "X"), (3, "Y"), (4, "Z")):
+    [ranked] = baselines.rank_cases(ranker, index, [Pheno((term,))], [(gold,)], tie_break)
+    assert ranked.gold_rank == 1 and ranked.top_ids[0] == gold
+
+
+def test_case_resnik_on_real_knowledge_finds_the_training_case(kb, index, tie_break):
+  train = [Pheno(observed=_profile(kb, d)) for d in ("OMIM:154700", "OMIM:219700")]
+  ranker = baselines.CaseResnikRanker(index, train, [("OMIM:154700",), ("OMIM:219700",)])
+  [ranked] = baselines.rank_cases(ranker, index, [train[1]], [("OMIM:219700",)], tie_break)
+  assert ranker.n_cases == 2 and ranked.gold_rank == 1
+
+
+def test_top_mean_by_owner_averages_each_owners_best_values():
+  values = np.array([1.0, 3.0, 2.0, 5.0], np.float32)
+  out = baselines.top_mean_by_owner(values, np.array([0, 0, 0, 2]), 3, top=2)
+  np.testing.assert_allclose(out, [2.5, baselines.UNRANKED, 5.0])
+
+
+def test_rank_fusion_math_and_a_disease_absent_from_one_ranker():
+  unranked = baselines.UNRANKED
+  first = _Fixed([3.0, 2.0, 1.0, unranked], "case")            # ranks 1, 2, 3, - (no case)
+  second = _Fixed([1.0, 2.0, 3.0, 4.0], "annotation")           # ranks 4, 3, 2, 1
+  tie_break = np.arange(4)
+  summed = baselines.RankFusion([first, second], (1.0, 2.0), tie_break, k=1.0, mean=False)
+  np.testing.assert_allclose(summed.scores(None),
+                             [1 / 2 + 2 / 5, 1 / 3 + 2 / 4, 1 / 4 + 2 / 3, 2 / 2])
+  averaged = baselines.RankFusion([first, second], (1.0, 2.0), tie_break, k=1.0, mean=True)
+  np.testing.assert_allclose(averaged.scores(None),
+                             [0.9 / 3, (1 / 3 + 2 / 4) / 3, (1 / 4 + 2 / 3) / 3, 1.0 / 2])
+  assert baselines.rank_order(averaged.scores(None), tie_break)[0] == 3  # ranked by the other
+
+
+def test_choose_rank_fusion_is_exact_and_keeps_the_annotation_ranker():
+  rng = np.random.default_rng(0)
+  index = TinyIndex([f"D{i}" for i in range(6)])
+  scores = rng.normal(size=(2, 6)).astype(np.float32)
+  scores[1, 4] = baselines.UNRANKED
+  rankers = [_Fixed(scores[0], "annotation"), _Fixed(scores[1], "case")]
+  gold = [("D0",), ("D4",), ("D5", "D1")]
+  cases = [Pheno((2,))] * 3
+  tie_break = np.arange(6)
+  grids = ((0.5, 1.0), (0.0, 1.0, 2.0))
+  choice = baselines.choose_rank_fusion(rankers, index, cases, gold, tie_break, grids,
+                                        ks=(1.0, 10.0))
+  assert choice.weights[0] > 0
+  fused = baselines.RankFusion(rankers, choice.weights, tie_break, choice.k, choice.mean)
+  expected = np.mean([1 / baselines.gold_rank(fused.scores(None),
+                                              [index.disease_index[g] for g in ids], tie_break)
+                      for ids in gold])
+  assert choice.mrr == pytest.approx(expected)
+  ranks, gold_idx = baselines.tuning_ranks(rankers, index, cases, gold, tie_break)
+  grid = baselines.rank_fusion_grid(ranks, gold_idx, tie_break, grids, ks=(1.0, 10.0))
+  assert max(c.mrr for c in grid) == choice.mrr and len(grid) == 4 * 2 * 2  # 4 weight directions

@@ -41,7 +41,9 @@ def test_phenopacket_dev_protocol_on_a_subset(small_store, tmp_path, kb):
   stamps = doc["provenance"]["knowledge_stamps"]
   assert stamps["fusion_tuning"]["n_excluded_pmids"] > stamps["evaluation"]["n_excluded_pmids"]
   methods = bench["methods"]
-  assert len(methods) == 8 and methods["fusion.oracle"]["config"]["n_tuning_cases"] > 0
-  knn = methods["case_knn.oracle"]["metrics"]
-  assert knn["unseen"]["found"]["value"] == 0.0  # kNN cannot name a disease without cases
-  assert knn["seen"]["top10"]["value"] > methods["resnik.oracle"]["metrics"]["seen"]["top10"]["value"]
+  assert len(methods) == 8 and methods["rrf.oracle"]["config"]["n_tuning_cases"] > 0
+  case = methods["case_resnik.oracle"]["metrics"]
+  assert case["unseen"]["found"]["value"] == 0.0  # a case ranker cannot name a disease w/o cases
+  resnik = methods["resnik.oracle"]["metrics"]
+  assert case["seen"]["top10"]["value"] > resnik["seen"]["top10"]["value"]
+  assert methods["rrf.oracle"]["metrics"]["unseen"]["found"]["value"] > 0  # the fusion can

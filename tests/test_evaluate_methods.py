@@ -72,22 +72,34 @@ def cases(kb):
 def test_classical_methods_in_both_modes(kb, cases):
   train = [dataclasses.replace(c, id=c.id + "_train") for c in cases]
   tuning = methods.FusionTuning(kb, train[:3], cases[3:])
-  made = methods.classical_methods(kb, train_cases=train, tuning=tuning, top_k=5)
+  made = methods.classical_methods(kb, methods.CLASSICAL, train_cases=train, tuning=tuning,
+                                   top_k=5)
   assert [m.name for m in made] == [f"{n}.{mode}" for mode in methods.MODES
                                     for n in methods.CLASSICAL]
   by_name = {m.name: m for m in made}
-  for name in ("resnik", "case_knn", "fusion"):
+  for name in ("resnik", "case_knn", "case_resnik", "fusion", "rrf"):
     oracle = by_name[f"{name}.oracle"].rank(cases)
     text = by_name[f"{name}.text"].rank(cases)
     assert all(len(o.candidates) == 5 for o in oracle)
     for o, t, case in zip(oracle, text, cases):
       assert set(t.observed) == set(case.observed)  # rendered notes name the HPO terms
       assert [c.disease_id for c in o.candidates] == [c.disease_id for c in t.candidates]
-      if name == "case_knn":  # the case's own copy is in the training set
+      if name in methods.CASE_RANKERS:  # the case's own copy is in the training set
         assert o.gold_rank(case.gold_ids, EQUIVALENCE) == 1
   fusion = by_name["fusion.text"].config
   assert set(fusion["weights"]) == {"resnik", "likelihood_ratio", "case_knn"}
-  assert fusion["n_tuning_cases"] == 3
+  assert fusion["n_tuning_cases"] == 3 and fusion["mean"] is None
+  rrf = by_name["rrf.oracle"].config
+  assert set(rrf["weights"]) == {"resnik", "likelihood_ratio", "case_knn", "case_resnik"}
+  assert rrf["weights"]["resnik"] > 0 and rrf["weights"]["likelihood_ratio"] > 0
+  assert by_name["case_resnik.text"].config["n_train_cases"] == len(train)
+
+
+def test_default_classical_methods_are_the_case_resnik_ranker_and_rank_fusion(kb, cases):
+  tuning = methods.FusionTuning(kb, cases[:3], cases[3:])
+  made = methods.classical_methods(kb, train_cases=cases, tuning=tuning, modes=["oracle"])
+  assert [m.name for m in made] == [f"{n}.oracle" for n in methods.DEFAULT_CLASSICAL]
+  assert methods.DEFAULT_CLASSICAL == ("resnik", "likelihood_ratio", "case_resnik", "rrf")
 
 
 def test_oracle_mode_needs_structured_phenotypes(kb, cases):
@@ -104,6 +116,7 @@ def test_oracle_mode_needs_structured_phenotypes(kb, cases):
     ({"names": ["resnik", "phenomizer"]}, "unknown method or mode 'phenomizer'"),
     ({"modes": ["oracle", "speech"]}, "unknown method or mode 'speech'"),
     ({"names": ["case_knn"]}, "need training cases"),
+    ({"names": ["case_resnik"]}, "need training cases"),
     ({"names": []}, "at least one method"),
 ])
 def test_classical_methods_reject_bad_requests(kb, kwargs, message):
@@ -111,6 +124,7 @@ def test_classical_methods_reject_bad_requests(kb, kwargs, message):
     methods.classical_methods(kb, **kwargs)
 
 
-def test_fusion_needs_a_tuning_set(kb, cases):
+@pytest.mark.parametrize("fusion", methods.FUSIONS)
+def test_fusion_needs_a_tuning_set(kb, cases, fusion):
   with pytest.raises(ValueError, match="tuning set"):
-    methods.classical_methods(kb, ["fusion"], ["oracle"], train_cases=cases)
+    methods.classical_methods(kb, [fusion], ["oracle"], train_cases=cases)

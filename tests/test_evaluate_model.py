@@ -174,18 +174,38 @@ def test_an_unknown_prompt_style_in_metadata_is_refused(tmp_path):
     model_method.read_metadata(tmp_path)
 
 
-def test_evaluation_run_with_the_model_next_to_resnik_writes_the_report(kb, export, tmp_path,
-                                                                        capsys):
+def _eval_jsonl(kb, tmp_path):
   simulator = PatientSimulator(kb)
   diseases = ["OMIM:154700", "OMIM:219700", "OMIM:143100"]
   cases = render_cases(simulator.simulate_many(diseases, 1, seed=3), kb, seed=3)
   cases = [dataclasses.replace(c, pmid=f"PMID:7000{i}") for i, c in enumerate(cases)]
   write_jsonl(cases, tmp_path / "eval.jsonl")
-  out = tmp_path / "out"
-  assert run.main(["--benchmark", f"jsonl:{tmp_path / 'eval.jsonl'}", "--methods", "resnik",
+  return cases
+
+
+def _run_model(tmp_path, export, out, *flags):
+  return run.main(["--benchmark", f"jsonl:{tmp_path / 'eval.jsonl'}", "--methods", "resnik",
                    "--modes", "oracle,text", "--checkpoint", str(export), "--max_new_tokens",
                    "12", "--max_cache_length", "1024", "--model_batch_size", "4",
-                   "--n_bootstrap", "20", "--out", str(out), "--quiet"]) == 0
+                   "--n_bootstrap", "20", "--out", str(out), "--quiet", *flags])
+
+
+def test_a_dishonest_export_is_refused_and_nothing_is_written(kb, export, tmp_path, capsys):
+  _eval_jsonl(kb, tmp_path)
+  out = tmp_path / "out"
+  with pytest.raises(SystemExit) as exit_info:
+    _run_model(tmp_path, export, out)
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2
+  assert f"refusing to evaluate {export}: its training knowledge is not_honest" in err
+  assert "--allow_dishonest" in err and not out.exists()
+
+
+def test_evaluation_run_with_the_model_next_to_resnik_writes_the_report(kb, export, tmp_path,
+                                                                        capsys):
+  cases = _eval_jsonl(kb, tmp_path)
+  out = tmp_path / "out"
+  assert _run_model(tmp_path, export, out, "--allow_dishonest") == 0
   captured = capsys.readouterr()
   assert "| model.text | 3 |" in captured.out
   assert "training knowledge is not_honest" in captured.err  # export knew the 3 publications
@@ -203,15 +223,38 @@ def test_evaluation_run_with_the_model_next_to_resnik_writes_the_report(kb, expo
   assert "- `model.text`: checkpoint" in markdown and "not_honest" in markdown
 
 
+def test_rankers_get_the_exclusions_of_the_export_and_of_files(kb, tmp_path, capsys):
+  _eval_jsonl(kb, tmp_path)
+  trained = dataclasses.replace(kb.version, excluded_pmids=(
+      "PMID:70000", "PMID:70001", "PMID:70002", "PMID:31772430"))
+  export = tiny_export(tmp_path / "model", trained.as_dict(with_pmids=True))
+  (tmp_path / "more.txt").write_text("# also excluded\n555\n")
+  out = tmp_path / "out"
+  assert _run_model(tmp_path, export, out, "--exclude_pmids", str(tmp_path / "more.txt")) == 0
+  assert "refusing" not in capsys.readouterr().err
+  doc = json.loads((out / "metrics.json").read_text())
+  config = doc["provenance"]["config"]
+  assert (config["n_evaluated_publications"], config["n_excluded_from_files"],
+          config["n_excluded_from_model"], config["n_excluded_pmids"]) == (3, 1, 4, 5)
+  stamp = doc["provenance"]["knowledge"]
+  assert stamp["n_excluded_pmids"] == 5 and stamp["n_excluded_rows"] > 0  # 31772430: Marfan rows
+  model = doc["benchmarks"]["jsonl"]["methods"]["model.text"]
+  assert model["config"]["knowledge_check"]["status"] == "honest"
+
+
 def test_knowledge_check_compares_training_and_evaluation_exclusions(kb):
-  evaluated = dataclasses.replace(kb.version, excluded_pmids=("PMID:1", "PMID:2"))
+  evaluated = ("PMID:1", "PMID:2")
+  listed = dataclasses.replace(kb.version, excluded_pmids=("PMID:1", "PMID:2", "PMID:3"))
+  old_style = dataclasses.replace(kb.version, excluded_pmids=evaluated)
   check = model_method.knowledge_check
-  assert check({"knowledge": evaluated.as_dict()}, evaluated)["status"] == "honest"
-  assert check({"knowledge": kb.version.as_dict()}, kb.version)["status"] == "honest"
+  assert check({"knowledge": listed.as_dict(with_pmids=True)}, evaluated)["status"] == "honest"
+  assert check({"knowledge": listed.as_dict(with_pmids=True)}, ["4"])["status"] == "not_honest"
+  assert check({"knowledge": old_style.as_dict()}, evaluated)["status"] == "honest"  # same hash
+  assert check({"knowledge": kb.version.as_dict()}, ())["status"] == "honest"
   assert check({"knowledge": kb.version.as_dict()}, evaluated)["status"] == "not_honest"
   assert check({}, evaluated)["status"] == "unverified"
-  more = dataclasses.replace(kb.version, excluded_pmids=("PMID:1", "PMID:2", "PMID:3"))
-  assert check({"knowledge": more.as_dict()}, evaluated)["status"] == "unverified"
+  assert check({"knowledge": listed.as_dict()}, evaluated)["status"] == "unverified"  # hash only
+  assert model_method.trained_exclusions({"knowledge": listed.as_dict()}) is None
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -32,6 +32,8 @@ def _main(capsys, *argv):
     (["--benchmark", "simulated:5:2", "--validation_fraction", "1.5"], "must be in (0, 1)"),
     (["--benchmark", "simulated:5:2", "--methods", "case_knn"], "need training cases"),
     (["--benchmark", "simulated:5:2", "--train_cases", "texts:/x"], "kind must be one of"),
+    (["--benchmark", "simulated:5:2", "--methods", "resnik", "--exclude_pmids", "/no/such.txt"],
+     "PMID exclusion file not found: /no/such.txt"),
 ])
 def test_bad_inputs_give_clear_errors(capsys, tmp_path, argv, message):
   code, err = _main(capsys, *argv, "--out", str(tmp_path / "out"), "--quiet")
@@ -59,12 +61,12 @@ def test_tiny_honest_run_end_to_end(kb, tmp_path, capsys):
                    "--tuning_fraction", "0.5", "--out", str(out), "--n_bootstrap", "50",
                    "--quiet"]) == 0
   printed = capsys.readouterr().out
-  assert "| fusion.text |" in printed and "report.md" in printed
+  assert "| rrf.text |" in printed and "report.md" in printed
   doc = json.loads((out / "metrics.json").read_text())
   assert set(doc["benchmarks"]) == {"jsonl", "simulated_3x1"}
   jsonl = doc["benchmarks"]["jsonl"]
   assert set(jsonl["methods"]) == {f"{n}.{m}" for m in ("oracle", "text") for n in
-                                   ("resnik", "likelihood_ratio", "case_knn", "fusion")}
+                                   ("resnik", "likelihood_ratio", "case_resnik", "rrf")}
   assert jsonl["slices"] == {"all": 8, "seen": 6, "unseen": 2, "few_findings": 0}
   assert jsonl["n_excluded_publications"] == 8
   assert doc["provenance"]["knowledge"]["n_excluded_pmids"] == 8

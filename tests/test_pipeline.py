@@ -31,7 +31,7 @@ def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
   assert results["sft"]["steps"] == 6 and results["cpt"]["stopped"] == "completed"
   evaluated = results["eval"]
   for method in ("model.cpt", "model.sft", "resnik.oracle", "resnik.text",
-                 "likelihood_ratio.oracle", "case_knn.oracle", "fusion.text",
+                 "likelihood_ratio.oracle", "case_resnik.oracle", "rrf.text",
                  "resnik.oracle.all_omim"):
     assert 0.0 <= evaluated[method]["top1"] <= evaluated[method]["top10"] <= 1.0, method
   assert evaluated["resnik.oracle"]["top1"] > 0  # 4 diseases: the oracle ranker finds some

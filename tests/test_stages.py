@@ -46,6 +46,28 @@ def test_missing_heldout_phenopackets_are_an_error_unless_skipped(tmp_path, capl
   assert "not found" in caplog.text and "absent.zip" in caplog.text
 
 
+def test_exclude_pmids_files_join_the_experiment_knowledge(tmp_path):
+  first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+  first.write_text("# benchmark publications\nPMID:31772430\n\n123  # bare form\n")
+  second.write_text("PMID:456\nPMID:123\n")
+  kb = stages.experiment_knowledge(exclude_pmids=["PMID:7"],
+                                   exclude_pmids_files=[str(first), str(second)])
+  assert kb.version.excluded_pmids == ("PMID:123", "PMID:31772430", "PMID:456", "PMID:7")
+  assert kb.version.n_excluded_rows > 0
+  stamp = kb.version.as_dict(with_pmids=True)
+  assert stamp["excluded_pmids"] == list(kb.version.excluded_pmids)
+  assert "excluded_pmids" not in kb.version.as_dict()    # reports keep the count and hash
+
+
+def test_exclude_pmids_files_give_clear_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="PMID exclusion file not found: .*absent.txt"):
+    stages.experiment_knowledge(exclude_pmids_files=[str(tmp_path / "absent.txt")])
+  bad = tmp_path / "bad.txt"
+  bad.write_text("PMID:1\n# fine\nDOI:10.1/x\n")
+  with pytest.raises(ValueError, match=r"bad.txt:3: 'DOI:10.1/x' is not a PubMed id"):
+    stages.experiment_knowledge(exclude_pmids_files=[str(bad)])
+
+
 def test_import_hf_stage_exports_params_the_training_stages_can_load(tmp_path):
   transformers = pytest.importorskip("transformers")
   torch = pytest.importorskip("torch")

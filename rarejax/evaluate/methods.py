@@ -12,8 +12,12 @@ a method returns, so rank > k counts as not found. `MethodOutput.from_grade` con
 Classical methods come in two modes that read different phenotypes:
   'oracle'  the case's structured observed/excluded HPO ids (only cases that have them);
   'text'    HPO concepts recognized in the note (rarejax.evaluate.concepts).
-kNN and fusion read training cases' structured phenotypes (the curated case database such a
-pipeline would have); fusion weights are chosen on a separate tuning set, in the same mode.
+The case-based rankers (kNN, case Resnik) read training cases' structured phenotypes (the curated
+case database such a pipeline would have); the fusions' weights are chosen on a separate tuning
+set, in the same mode: 'fusion' (resnik, likelihood ratio, kNN; baselines.FusionRanker) and
+'rrf' (the same plus case Resnik; baselines.RankFusion, which keeps the annotation rankers so that
+a disease without training cases is still ranked). DEFAULT_CLASSICAL are the methods reports
+show unless asked otherwise: the case ranker and fusion that won on the inner split.
 """
 from __future__ import annotations
 
@@ -31,8 +35,16 @@ from rarejax.evaluate.phenotype_index import PhenotypeIndex
 from rarejax.knowledge import grounding
 
 MODES = ("oracle", "text")
-CLASSICAL = ("resnik", "likelihood_ratio", "case_knn", "fusion")
-NEEDS_TRAINING_CASES = ("case_knn", "fusion")
+CLASSICAL = ("resnik", "likelihood_ratio", "case_knn", "case_resnik", "fusion", "rrf")
+DEFAULT_CLASSICAL = ("resnik", "likelihood_ratio", "case_resnik", "rrf")
+CASE_RANKERS = ("case_knn", "case_resnik")
+FUSIONS = ("fusion", "rrf")
+NEEDS_TRAINING_CASES = (*CASE_RANKERS, *FUSIONS)
+# What each fusion combines, and the rank fusion's weight grid per base ranker.
+FUSED = {"fusion": ("resnik", "likelihood_ratio", "case_knn"),
+         "rrf": ("resnik", "likelihood_ratio", "case_knn", "case_resnik")}
+RRF_GRIDS = (baselines.ANNOTATION_WEIGHTS, baselines.ANNOTATION_WEIGHTS, baselines.CASE_WEIGHTS,
+             baselines.CASE_WEIGHTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +218,7 @@ class FusionTuning:
 
   Attributes:
     kb: knowledge with the tuning cases' publications excluded too.
-    train_cases: the kNN database while tuning (never the tuning cases themselves).
+    train_cases: the case rankers' database while tuning (never the tuning cases themselves).
     cases: the tuning cases (with notes, for text mode).
   """
   kb: knowledge.KnowledgeBase
@@ -216,38 +228,64 @@ class FusionTuning:
 
 @dataclasses.dataclass(frozen=True)
 class FusionChoice:
-  """Reciprocal-rank-fusion weights per base ranker and k, with the tuning MRR they reached."""
+  """Reciprocal-rank-fusion weights per base ranker and k (and, for 'rrf', whether scores are
+  averaged over the rankers that rank a disease), with the tuning MRR they reached."""
   weights: dict[str, float]
   k: float
   tuning_mrr: float
   n_tuning_cases: int
+  mean: bool | None = None
 
 
 def base_rankers(index: PhenotypeIndex, train_cases: Sequence[Case]) -> dict[str, baselines.Ranker]:
-  """Resnik and likelihood ratio, plus kNN over the training cases' structured phenotypes."""
+  """Resnik and likelihood ratio, plus kNN and case Resnik over the training cases' structured
+  phenotypes (when there are any)."""
   train = [c for c in train_cases if c.observed]
-  return dict(baselines.default_rankers(index, train, [c.gold_ids for c in train]))
+  gold = [c.gold_ids for c in train]
+  rankers = dict(baselines.default_rankers(index, train, gold))
+  if train:
+    rankers["case_resnik"] = baselines.CaseResnikRanker(index, train, gold)
+  return rankers
 
 
 def choose_fusion(tuning: FusionTuning, readers: Sequence[OraclePhenotypes | TextPhenotypes],
-                  seed: int = 0) -> dict[str, FusionChoice]:
-  """Per reader mode: fusion weights and k maximizing MRR on the tuning cases read that way."""
+                  seed: int = 0, fusions: Sequence[str] = ("fusion",)
+                  ) -> dict[tuple[str, str], FusionChoice]:
+  """Per (fusion, reader mode): weights and k maximizing MRR on the tuning cases read that way."""
   index = PhenotypeIndex(tuning.kb)
-  rankers = base_rankers(index, tuning.train_cases)
+  rankers = {n: baselines.Memoized(r) for n, r in base_rankers(index, tuning.train_cases).items()}
   tie_break = baselines.make_tie_break(len(index.disease_ids), seed)
   choices = {}
   for reader in readers:
     cases = [c for c in tuning.cases if reader.applies(c)]
     if not cases:
       raise ValueError(f"fusion tuning: no tuning case can be read in {reader.mode!r} mode")
-    weights, k, mrr = baselines.choose_fusion_weights(
-        list(rankers.values()), index, [reader.read(c) for c in cases],
-        [c.gold_ids for c in cases], tie_break)
-    choices[reader.mode] = FusionChoice(dict(zip(rankers, weights)), k, mrr, len(cases))
+    phenotypes, gold = [reader.read(c) for c in cases], [c.gold_ids for c in cases]
+    for fusion in fusions:
+      fused = [rankers[n] for n in FUSED[fusion]]
+      if fusion == "rrf":
+        choice = baselines.choose_rank_fusion(fused, index, phenotypes, gold, tie_break,
+                                              RRF_GRIDS)
+        weights, k, mrr, mean = choice.weights, choice.k, choice.mrr, choice.mean
+      else:
+        (weights, k, mrr), mean = baselines.choose_fusion_weights(
+            fused, index, phenotypes, gold, tie_break), None
+      choices[fusion, reader.mode] = FusionChoice(dict(zip(FUSED[fusion], weights)), k, mrr,
+                                                  len(cases), mean)
   return choices
 
 
-def classical_methods(kb: knowledge.KnowledgeBase, names: Sequence[str] = CLASSICAL,
+def fusion_ranker(name: str, choice: FusionChoice, rankers: Mapping[str, baselines.Ranker],
+                  tie_break: np.ndarray) -> baselines.Ranker:
+  """The fusion `name` ('fusion' or 'rrf') with a tuned choice, over the base `rankers`."""
+  fused = [rankers[n] for n in choice.weights]
+  weights = list(choice.weights.values())
+  if name == "rrf":
+    return baselines.RankFusion(fused, weights, tie_break, k=choice.k, mean=choice.mean)
+  return baselines.FusionRanker(fused, weights, tie_break, k=choice.k)
+
+
+def classical_methods(kb: knowledge.KnowledgeBase, names: Sequence[str] = DEFAULT_CLASSICAL,
                       modes: Sequence[str] = MODES, train_cases: Sequence[Case] = (),
                       tuning: FusionTuning | None = None,
                       recognizer: concepts.ConceptRecognizer | None = None, seed: int = 0,
@@ -257,7 +295,8 @@ def classical_methods(kb: knowledge.KnowledgeBase, names: Sequence[str] = CLASSI
   ranking `disease_ids` (default: every disease of the index's default prefixes).
 
   Raises:
-    ValueError: unknown name or mode; kNN/fusion without training cases; fusion without tuning.
+    ValueError: unknown name or mode; a case ranker or fusion without training cases; a fusion
+      without tuning.
   """
   unknown = [n for n in names if n not in CLASSICAL] + [m for m in modes if m not in MODES]
   if unknown:
@@ -268,28 +307,28 @@ def classical_methods(kb: knowledge.KnowledgeBase, names: Sequence[str] = CLASSI
   if not any(c.observed for c in train_cases) and set(names) & set(NEEDS_TRAINING_CASES):
     raise ValueError(f"{sorted(set(names) & set(NEEDS_TRAINING_CASES))} need training cases with "
                      "structured phenotypes (phenopackets:PATH:validation or --train_cases)")
-  if "fusion" in names and tuning is None:
-    raise ValueError("fusion needs a tuning set (FusionTuning) apart from the evaluated cases")
+  fusions = [n for n in names if n in FUSIONS]
+  if fusions and tuning is None:
+    raise ValueError(f"{fusions} need a tuning set (FusionTuning) apart from the evaluated cases")
   index = PhenotypeIndex(kb, disease_ids=disease_ids)
   tie_break = baselines.make_tie_break(len(index.disease_ids), seed)
   rankers = base_rankers(index, train_cases)
   labels = {d: kb.diseases[d].name for d in index.disease_ids}
   readers = [OraclePhenotypes() if mode == "oracle" else TextPhenotypes(
       recognizer or concepts.ConceptRecognizer.from_knowledge(kb)) for mode in modes]
-  fusion = choose_fusion(tuning, readers, seed) if "fusion" in names else {}
+  chosen = choose_fusion(tuning, readers, seed, fusions) if fusions else {}
   methods = []
   for mode, reader in zip(modes, readers):
     for name in names:
       config: dict[str, Any] = {"ranker": name, "mode": mode, "top_k": top_k,
                                 "knowledge": kb.version.digest}
-      if name == "fusion":
-        choice = fusion[mode]
-        ranker = baselines.FusionRanker([rankers[n] for n in choice.weights],
-                                        list(choice.weights.values()), tie_break, k=choice.k)
+      if name in FUSIONS:
+        choice = chosen[name, mode]
+        ranker = fusion_ranker(name, choice, rankers, tie_break)
         config.update(dataclasses.asdict(choice), tuning_knowledge=tuning.kb.version.digest)
       else:
         ranker = rankers[name]
-      if name == "case_knn":
+      if name in CASE_RANKERS:
         config["n_train_cases"] = ranker.n_cases
       methods.append(RankerMethod(ranker, index, reader, labels, tie_break, top_k, config))
   return methods

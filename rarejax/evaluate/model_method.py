@@ -145,29 +145,50 @@ def load_model(export_dir: str | pathlib.Path,
   return LoadedModel(export_dir, config, params, vocab, vocab_path, metadata)
 
 
-def knowledge_check(metadata: Mapping[str, Any], evaluation: knowledge.VersionStamp
-                    ) -> dict[str, str]:
-  """Whether the checkpoint was trained with the publications under evaluation excluded.
+def trained_exclusions(metadata: Mapping[str, Any]) -> tuple[str, ...] | None:
+  """The PubMed ids the export's training knowledge excluded ('knowledge'.'excluded_pmids', which
+  exports record since stages.export_metadata writes the list); None when the export records only
+  their count and hash (older exports) or no knowledge stamp."""
+  stamp = metadata.get("knowledge") or {}
+  if "excluded_pmids" in stamp:
+    return knowledge.normalize_pmids(stamp["excluded_pmids"])
+  return () if stamp.get("n_excluded_pmids") == 0 else None
 
-  Exports record the exclusion list by count and hash only, so the check is: nothing evaluated
-  from publications, or the same hash → 'honest'; fewer publications excluded than evaluated →
-  'not_honest'; else 'unverified' (e.g. a --limit run evaluates part of what training excluded).
+
+def knowledge_check(metadata: Mapping[str, Any], evaluated_pmids: Sequence[str]
+                    ) -> dict[str, str]:
+  """Whether the checkpoint was trained with every evaluated publication excluded.
+
+  With the exclusion list recorded: 'honest' when it holds every evaluated publication, else
+  'not_honest'. Older exports record count and hash only: nothing evaluated from publications or
+  the same hash → 'honest'; fewer publications excluded than evaluated → 'not_honest'; else
+  'unverified' (e.g. a --limit run evaluates part of what training excluded).
   """
-  trained = metadata.get("knowledge") or {}
-  wanted = evaluation.as_dict()
-  n_trained, n_wanted = trained.get("n_excluded_pmids", 0), wanted["n_excluded_pmids"]
-  if not n_wanted:
+  evaluated = knowledge.normalize_pmids(evaluated_pmids)
+  if not evaluated:
     return {"status": "honest", "detail": "no evaluated publication to exclude"}
+  listed = trained_exclusions(metadata)
+  if listed is not None:
+    missing = sorted(set(evaluated) - set(listed))
+    if not missing:
+      return {"status": "honest", "detail": f"trained with all {len(evaluated)} evaluated "
+                                            f"publications excluded ({len(listed)} in all)"}
+    return {"status": "not_honest", "detail": f"its training knowledge read {len(missing)} of the "
+                                              f"{len(evaluated)} evaluated publications "
+                                              f"(e.g. {', '.join(missing[:3])})"}
+  trained = metadata.get("knowledge") or {}
   if "excluded_pmids_sha256" not in trained:
     return {"status": "unverified", "detail": "the export records no knowledge stamp"}
-  if trained["excluded_pmids_sha256"] == wanted["excluded_pmids_sha256"]:
-    return {"status": "honest", "detail": f"trained with the same {n_wanted} publications "
+  n_trained = trained["n_excluded_pmids"]
+  if trained["excluded_pmids_sha256"] == knowledge.pmids_digest(evaluated):
+    return {"status": "honest", "detail": f"trained with the same {len(evaluated)} publications "
                                           "excluded"}
-  if n_trained < n_wanted:
+  if n_trained < len(evaluated):
     return {"status": "not_honest", "detail": f"trained with {n_trained} publications excluded "
-                                              f"from its knowledge, {n_wanted} are evaluated"}
+                                              f"from its knowledge, {len(evaluated)} are evaluated"}
   return {"status": "unverified", "detail": f"trained with a different exclusion list "
-                                            f"({n_trained} publications; {n_wanted} evaluated)"}
+                                            f"({n_trained} publications; {len(evaluated)} "
+                                            "evaluated) that the export records by hash only"}
 
 
 def _token_range(vocabulary: generation.Tokenizer, tokens: Sequence[int], start: int,

@@ -3,22 +3,26 @@
   python -m rarejax.evaluate.run \\
       --benchmark phenopackets:../shared/data/phenopacket-store/phenopacket-store-dev.zip:validation \\
       --benchmark texts:../shared/data/case-texts/dev --benchmark simulated:100:2 \\
-      --methods resnik,likelihood_ratio,case_knn,fusion --modes oracle,text --out results/eval \\
+      --methods resnik,likelihood_ratio,case_resnik,rrf --modes oracle,text --out results/eval \\
       [--checkpoint WORKDIR/sft/export]      # adds the model ('model.text') to the methods
 
 The protocol (DESIGN.md, "Honest evaluation"), all in one command:
   1. real benchmarks are read with the full knowledge (to map HPO ids and write notes);
   2. every annotation row citing an evaluated publication is excluded from the knowledge the
-     methods use; simulated benchmarks are drawn from that knowledge;
+     methods use, with those of `--exclude_pmids` files and, when a model is evaluated, those
+     its training knowledge excluded (like for like); simulated benchmarks are drawn from that
+     knowledge;
   3. training cases (the training publications of a `phenopackets:PATH:validation` split, plus
-     `--train_cases`) feed kNN and fusion; any from an evaluated publication is dropped;
+     `--train_cases`) feed the case rankers and fusions; any from an evaluated publication is
+     dropped;
   4. fusion weights are chosen on an inner publication split of the training cases
      (`--tuning_fraction`), with those tuning publications excluded from the tuning knowledge
      too — never on the evaluated cases;
   5. the unseen-disease slice is the cases whose gold disease has no training case;
   6. the model (`--checkpoint`) reads the same notes; its answers are grounded with the full
-     knowledge's names, and the report says whether its training knowledge excluded the
-     evaluated publications (model_method.knowledge_check) — train it under the same protocol.
+     knowledge's names. An export whose training knowledge did not exclude every evaluated
+     publication (model_method.knowledge_check) is refused before anything is written, unless
+     `--allow_dishonest` (the report then marks it) — train it under the same protocol.
 `evaluate` is the library entry point for any `methods.Method` (a model method included).
 """
 from __future__ import annotations
@@ -121,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
       epilog="Benchmarks: " + benchmarks_lib.__doc__.split("\n\n", 1)[1])
   parser.add_argument("--benchmark", action="append", required=True,
                       help="KIND:ARGS, repeatable (see below)")
-  parser.add_argument("--methods", default=",".join(methods_lib.CLASSICAL),
+  parser.add_argument("--methods", default=",".join(methods_lib.DEFAULT_CLASSICAL),
                       help=f"comma-separated subset of {','.join(METHOD_NAMES)} ('{MODEL}' is "
                       "added when --checkpoint is given)")
   parser.add_argument("--modes", default=",".join(methods_lib.MODES),
@@ -129,11 +133,15 @@ def _parser() -> argparse.ArgumentParser:
                       "methods; the model always reads the note)")
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--train_cases", action="append", default=[],
-                      help="extra training cases for kNN/fusion: phenopackets:PATH or jsonl:PATH")
+                      help="extra training cases for the case rankers and fusions: "
+                      "phenopackets:PATH or jsonl:PATH")
   parser.add_argument("--validation_fraction", type=float, default=0.2,
                       help="publication fraction of a phenopackets:PATH:validation split")
   parser.add_argument("--tuning_fraction", type=float, default=0.2,
-                      help="publication fraction of the training cases fusion is tuned on")
+                      help="publication fraction of the training cases fusions are tuned on")
+  parser.add_argument("--exclude_pmids", action="append", default=[], metavar="FILE",
+                      help="file of PubMed ids (one per line, 'PMID:123' or '123', '#' comments) "
+                      "also excluded from the evaluation knowledge; repeatable")
   parser.add_argument("--seed", type=int, default=0, help="split, simulation and tie-break seed")
   parser.add_argument("--limit", type=int, default=0,
                       help="evaluate at most this many cases per benchmark (random, by seed)")
@@ -148,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   model = parser.add_argument_group("the model (with --checkpoint)")
   model_method.add_model_flags(model, checkpoint_required=False)
+  model.add_argument("--allow_dishonest", action="store_true",
+                     help="evaluate an export whose training knowledge read evaluated "
+                     "publications or cannot be checked (refused otherwise; the report marks it)")
   return parser
 
 
@@ -159,6 +170,7 @@ class _Inputs:
   benchmarks: list[benchmarks_lib.Benchmark]
   train: list[Case]
   tuning: methods_lib.FusionTuning | None
+  evaluated_pmids: list[str]
   notes: dict
 
 
@@ -195,24 +207,45 @@ def _unique_names(benches: list[benchmarks_lib.Benchmark]) -> list[benchmarks_li
   return out
 
 
-def _load_inputs(args, specs: Sequence[benchmarks_lib.BenchmarkSpec], need_tuning: bool) -> _Inputs:
+def model_exclusions(metadata: dict | None) -> tuple[str, ...]:
+  """The publications the evaluated export's training knowledge excluded, which the classical
+  rankers then exclude too (like for like); () without a model. An older export that records
+  them by count and hash only cannot be matched: a warning says so."""
+  if metadata is None:
+    return ()
+  listed = model_method.trained_exclusions(metadata)
+  if listed is None:
+    print("warning: the export records its knowledge exclusions by count and hash only (an older "
+          "export): the classical rankers cannot be given the same knowledge", file=sys.stderr)
+  return listed or ()
+
+
+def _load_inputs(args, specs: Sequence[benchmarks_lib.BenchmarkSpec], need_tuning: bool,
+                 metadata: dict | None = None) -> _Inputs:
+  """Benchmarks, knowledge and training cases; the evaluation knowledge excludes the evaluated
+  publications, those of the --exclude_pmids files and those the evaluated export excluded."""
   kb_full = _load_knowledge(args)
   real = [benchmarks_lib.load_spec(s, kb_full, args.validation_fraction, args.seed)
           for s in specs if not s.needs_evaluation_knowledge]
   extra = [c for spec in args.train_cases for c in _train_cases(spec, kb_full)]
   real = [_limited(b, args.limit, args.seed) for b in real]
-  exclude = benchmarks_lib.knowledge_exclusions(real)
+  evaluated = benchmarks_lib.knowledge_exclusions(real)
+  from_files = [p for path in args.exclude_pmids for p in knowledge.read_pmid_file(path)]
+  from_model = model_exclusions(metadata)
+  exclude = list(knowledge.normalize_pmids([*evaluated, *from_files, *from_model]))
   kb_eval = _load_knowledge(args, exclude)
   simulated = [_limited(benchmarks_lib.load_spec(s, kb_eval, seed=args.seed), args.limit,
                         args.seed) for s in specs if s.needs_evaluation_knowledge]
-  excluded, train, ids = set(exclude), [], set()
+  evaluated_set, train, ids = set(evaluated), [], set()
   candidates = [c for b in real for c in b.train_cases] + extra
-  for case in candidates:
-    if case.pmid not in excluded and case.id not in ids:
+  for case in candidates:  # a case of an evaluated publication never trains a ranker
+    if case.pmid not in evaluated_set and case.id not in ids:
       ids.add(case.id)
       train.append(case)
   notes = {"n_train_cases": len(train), "n_train_dropped": len(candidates) - len(train),
-           "n_excluded_pmids": len(exclude)}
+           "n_excluded_pmids": len(exclude), "n_evaluated_publications": len(evaluated),
+           "n_excluded_from_files": len(set(from_files)),
+           "n_excluded_from_model": len(from_model)}
   tuning = None
   if need_tuning and train:
     inner = split_by_publication(train, args.tuning_fraction, args.seed + 1)
@@ -222,7 +255,8 @@ def _load_inputs(args, specs: Sequence[benchmarks_lib.BenchmarkSpec], need_tunin
                                       inner_train, inner_val)
     notes.update(n_tuning_train=len(inner_train), n_tuning_cases=len(inner_val),
                  n_tuning_publications=len(pmids(inner_val)))
-  return _Inputs(kb_full, kb_eval, _unique_names(real + simulated), train, tuning, notes)
+  return _Inputs(kb_full, kb_eval, _unique_names(real + simulated), train, tuning, evaluated,
+                 notes)
 
 
 def _validate(args, parser: argparse.ArgumentParser):
@@ -271,13 +305,29 @@ def _validate_model(args, parser: argparse.ArgumentParser, names: Sequence[str])
     parser.error(str(err))
 
 
-def build_model_method(args, inputs: _Inputs) -> model_method.ModelMethod:
-  """The model as a method, grounding with the full knowledge, its training knowledge checked."""
+def honest_check(args, metadata: dict, inputs: _Inputs) -> dict[str, str]:
+  """The export's training-knowledge check against the evaluated publications.
+
+  Raises:
+    ValueError: the export is not honest for these cases and --allow_dishonest is not given.
+  """
+  check = model_method.knowledge_check(metadata, inputs.evaluated_pmids)
+  if check["status"] == "honest":
+    return check
+  if not args.allow_dishonest:
+    raise ValueError(
+        f"refusing to evaluate {args.checkpoint}: its training knowledge is {check['status']} "
+        f"for these cases ({check['detail']}). Train it with the evaluated publications "
+        "excluded (experiment_knowledge.heldout_phenopackets or exclude_pmids_files), or pass "
+        "--allow_dishonest to evaluate it anyway (the report marks it)")
+  print(f"warning: model training knowledge is {check['status']}: {check['detail']}",
+        file=sys.stderr)
+  return check
+
+
+def build_model_method(args, inputs: _Inputs, check: dict[str, str]) -> model_method.ModelMethod:
+  """The model as a method, grounding with the full knowledge; `check` from honest_check."""
   model = model_method.load_model(args.checkpoint, args.vocabulary)
-  check = model_method.knowledge_check(model.metadata, inputs.kb_eval.version)
-  if check["status"] != "honest":
-    print(f"warning: model training knowledge is {check['status']}: {check['detail']}",
-          file=sys.stderr)
   config = generation.GenerationConfig(max_new_tokens=args.max_new_tokens, seed=args.seed,
                                        think_tokens=args.think_tokens)
   return model_method.ModelMethod(
@@ -291,11 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   specs, names, modes = _validate(args, parser)
   try:
-    inputs = _load_inputs(args, specs, need_tuning="fusion" in names)
+    metadata = model_method.read_metadata(args.checkpoint) if MODEL in names else None
+    inputs = _load_inputs(args, specs, need_tuning=bool(set(names) & set(methods_lib.FUSIONS)),
+                          metadata=metadata)
+    check = honest_check(args, metadata, inputs) if metadata is not None else None
     recognizer = concepts.ConceptRecognizer.from_knowledge(
         inputs.kb_eval, concepts.RecognizerConfig(related=args.related_synonyms))
     classical = [n for n in names if n != MODEL]
-    methods = [build_model_method(args, inputs)] if MODEL in names else []
+    methods = [build_model_method(args, inputs, check)] if MODEL in names else []
     if classical:
       methods += methods_lib.classical_methods(inputs.kb_eval, classical, modes, inputs.train,
                                                inputs.tuning, recognizer, args.seed, args.top_k)

@@ -50,13 +50,22 @@ class VersionStamp:
     blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
-  def as_dict(self) -> dict:
-    """JSON-ready form, with the exclusion list summarised by count and hash."""
-    pmids = "\n".join(self.excluded_pmids).encode()
-    return {"hpo_release": self.hpo_release, "hpoa_version": self.hpoa_version,
-            "sources": dict(self.sources), "n_excluded_pmids": len(self.excluded_pmids),
-            "excluded_pmids_sha256": hashlib.sha256(pmids).hexdigest()[:16],
-            "n_excluded_rows": self.n_excluded_rows, "digest": self.digest}
+  def as_dict(self, with_pmids: bool = False) -> dict:
+    """JSON-ready form, with the exclusion list summarised by count and hash; `with_pmids` adds
+    the list itself as 'excluded_pmids' (what a model export records, so that its evaluation can
+    give the classical rankers the same knowledge)."""
+    stamp = {"hpo_release": self.hpo_release, "hpoa_version": self.hpoa_version,
+             "sources": dict(self.sources), "n_excluded_pmids": len(self.excluded_pmids),
+             "excluded_pmids_sha256": pmids_digest(self.excluded_pmids),
+             "n_excluded_rows": self.n_excluded_rows, "digest": self.digest}
+    if with_pmids:
+      stamp["excluded_pmids"] = list(self.excluded_pmids)
+    return stamp
+
+
+def pmids_digest(pmids: Sequence[str]) -> str:
+  """The stamp's hash of a normalized, sorted exclusion list (`normalize_pmids`)."""
+  return hashlib.sha256("\n".join(pmids).encode()).hexdigest()[:16]
 
 
 class KnowledgeBase:
@@ -152,7 +161,8 @@ def default_cache_dir() -> pathlib.Path:
   return pathlib.Path(root) / "knowledge"
 
 
-def _normalize_pmids(pmids: Iterable[str]) -> tuple[str, ...]:
+def normalize_pmids(pmids: Iterable[str]) -> tuple[str, ...]:
+  """Distinct PubMed ids in the annotations' form 'PMID:123', sorted ('123' is accepted too)."""
   out = set()
   for pmid in pmids:
     pmid = str(pmid).strip()
@@ -163,6 +173,30 @@ def _normalize_pmids(pmids: Iterable[str]) -> tuple[str, ...]:
       raise ValueError(f"exclude_pmids: {pmid!r} is not a PubMed id (want 'PMID:123' or '123')")
     out.add(f"PMID:{local}")
   return tuple(sorted(out))
+
+
+def read_pmid_file(path: str | os.PathLike) -> tuple[str, ...]:
+  """The PubMed ids of an exclusion file: one per line ('PMID:123' or '123'), blank lines and
+  '#' comments allowed; normalized like `normalize_pmids`.
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: a line that is not a PubMed id, named by file and line number.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"PMID exclusion file not found: {path}")
+  pmids = []
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    text = line.split("#", 1)[0].strip()
+    if not text:
+      continue
+    try:
+      pmids += normalize_pmids([text])
+    except ValueError:
+      raise ValueError(f"{path}:{number}: {text!r} is not a PubMed id (want 'PMID:123' or "
+                       "'123', one per line; '#' starts a comment)") from None
+  return normalize_pmids(pmids)
 
 
 def load_knowledge(exclude_pmids: Iterable[str] = (),
@@ -188,7 +222,7 @@ def load_knowledge(exclude_pmids: Iterable[str] = (),
   for path in paths:
     if not path.is_file():
       raise FileNotFoundError(f"knowledge source not found: {path}")
-  exclude = _normalize_pmids(exclude_pmids)
+  exclude = normalize_pmids(exclude_pmids)
   cache_file = pathlib.Path(cache_dir or default_cache_dir()) / f"kb-{_cache_key(paths, exclude)}.pkl"
   if use_cache and cache_file.is_file():
     try:
