@@ -255,6 +255,11 @@ def test_knowledge_check_compares_training_and_evaluation_exclusions(kb):
   assert check({}, evaluated)["status"] == "unverified"
   assert check({"knowledge": listed.as_dict()}, evaluated)["status"] == "unverified"  # hash only
   assert model_method.trained_exclusions({"knowledge": listed.as_dict()}) is None
+  # hash only, but the same list as the evaluation knowledge, which holds every evaluated one
+  assert check({"knowledge": listed.as_dict()}, evaluated,
+               listed.excluded_pmids)["status"] == "honest"
+  assert check({"knowledge": listed.as_dict()}, ["PMID:4"],
+               listed.excluded_pmids)["status"] == "unverified"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -155,14 +155,17 @@ def trained_exclusions(metadata: Mapping[str, Any]) -> tuple[str, ...] | None:
   return () if stamp.get("n_excluded_pmids") == 0 else None
 
 
-def knowledge_check(metadata: Mapping[str, Any], evaluated_pmids: Sequence[str]
-                    ) -> dict[str, str]:
+def knowledge_check(metadata: Mapping[str, Any], evaluated_pmids: Sequence[str],
+                    evaluation_exclusions: Sequence[str] = ()) -> dict[str, str]:
   """Whether the checkpoint was trained with every evaluated publication excluded.
 
   With the exclusion list recorded: 'honest' when it holds every evaluated publication, else
-  'not_honest'. Older exports record count and hash only: nothing evaluated from publications or
-  the same hash → 'honest'; fewer publications excluded than evaluated → 'not_honest'; else
-  'unverified' (e.g. a --limit run evaluates part of what training excluded).
+  'not_honest'. Older exports record count and hash only: nothing evaluated from publications,
+  the hash of the evaluated publications, or the hash of `evaluation_exclusions` (the evaluation
+  knowledge's list, which holds every evaluated publication: e.g. the evaluated ones plus an
+  --exclude_pmids file the model was trained without) → 'honest'; fewer publications excluded
+  than evaluated → 'not_honest'; else 'unverified' (e.g. a --limit run evaluates part of what
+  training excluded).
   """
   evaluated = knowledge.normalize_pmids(evaluated_pmids)
   if not evaluated:
@@ -183,6 +186,12 @@ def knowledge_check(metadata: Mapping[str, Any], evaluated_pmids: Sequence[str]
   if trained["excluded_pmids_sha256"] == knowledge.pmids_digest(evaluated):
     return {"status": "honest", "detail": f"trained with the same {len(evaluated)} publications "
                                           "excluded"}
+  exclusions = knowledge.normalize_pmids(evaluation_exclusions)
+  if (set(evaluated) <= set(exclusions)
+      and trained["excluded_pmids_sha256"] == knowledge.pmids_digest(exclusions)):
+    return {"status": "honest", "detail": f"trained with the {len(exclusions)} publications the "
+                                          f"evaluation knowledge excludes, all {len(evaluated)} "
+                                          "evaluated ones among them"}
   if n_trained < len(evaluated):
     return {"status": "not_honest", "detail": f"trained with {n_trained} publications excluded "
                                               f"from its knowledge, {len(evaluated)} are evaluated"}

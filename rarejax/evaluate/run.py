@@ -311,7 +311,8 @@ def honest_check(args, metadata: dict, inputs: _Inputs) -> dict[str, str]:
   Raises:
     ValueError: the export is not honest for these cases and --allow_dishonest is not given.
   """
-  check = model_method.knowledge_check(metadata, inputs.evaluated_pmids)
+  check = model_method.knowledge_check(metadata, inputs.evaluated_pmids,
+                                       inputs.kb_eval.version.excluded_pmids)
   if check["status"] == "honest":
     return check
   if not args.allow_dishonest:
