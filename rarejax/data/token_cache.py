@@ -1,4 +1,4 @@
-"""Tokenizes a seqio Task or Mixture once into the token cache that rarejax.data.cached_batches reads.
+"""Tokenizes a seqio Task or Mixture once into the token cache that data.cached_batches reads.
 
 Each task split goes through seqio exactly as the live pipeline does (the task's preprocessors,
 tokenize, append_eos; untrimmed, unshuffled, one epoch, one shard) and is written as flat int32
