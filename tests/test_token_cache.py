@@ -1,6 +1,7 @@
 """The token cache: tokenized once through seqio, streamed as packed batches without TF."""
 import collections
 import itertools
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -115,7 +116,7 @@ def test_reader_streams_without_tensorflow_or_seqio(data):
           "assert batch['loss_weights'].sum() > 0\n"
           "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'seqio')))\n")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+                          check=True, cwd=pathlib.Path(__file__).resolve().parents[1])
   assert result.stdout.strip() == "[]"
 
 
