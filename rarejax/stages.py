@@ -30,7 +30,9 @@ from rarejax import pipeline
 from rarejax.data import stage as data_stage
 from rarejax.data import batches as batches_lib
 from rarejax.data import builders
+from rarejax.data import cached_batches
 from rarejax.data import tasks as tasks_lib
+from rarejax.data import token_cache
 from rarejax.evaluate import baselines, concepts, generation, model_method
 from rarejax.evaluate import benchmarks as benchmarks_lib
 from rarejax.evaluate import methods as methods_lib
@@ -105,8 +107,20 @@ def _data_stage(ctx: pipeline.StageContext) -> dict:
           "summary": f"{len(names)} tasks, vocab {vocabulary.vocab_size}"}
 
 
-def _batches_for(names: dict[str, str], rates: Mapping[str, float], sequence_length: int,
-                 batch_size: int, seed: int):
+@gin.configurable("train_batches", denylist=["names", "data_dir", "rates", "sequence_length",
+                                             "batch_size", "seed"])
+def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[str, float],
+                 sequence_length: int, batch_size: int, seed: int,
+                 input_pipeline: str = "cached"):
+  """batches_from(start_step) of a training stage: its task roles mixed at their rates.
+
+  input_pipeline (gin `train_batches.input_pipeline`): 'cached' tokenizes each task once into
+  <data_dir>/token_cache (rarejax.data.token_cache) and streams memory-mapped arrays, so the
+  step loop runs no TensorFlow; 'seqio' runs the live seqio pipeline (batches.get_batches).
+  """
+  if input_pipeline not in ("cached", "seqio"):
+    raise ValueError(f"train_batches.input_pipeline must be 'cached' or 'seqio', got "
+                     f"{input_pipeline!r}")
   missing_optional = [r for r in rates if r in OPTIONAL_ROLES and r not in names]
   if missing_optional and len(missing_optional) < len(rates):
     logging.warning("train_stage.tasks: no %s data (no earlier stage produced any, e.g. a rers "
@@ -118,9 +132,15 @@ def _batches_for(names: dict[str, str], rates: Mapping[str, float], sequence_len
     raise ValueError(f"train_stage.tasks: unknown task role(s) {unknown}; known: {sorted(names)}")
   provider = (names[next(iter(rates))] if len(rates) == 1 else
               tasks_lib.register_mixture({names[r]: rate for r, rate in rates.items()}))
+  if input_pipeline == "cached":
+    provider = token_cache.build_cache(provider, data_dir)
 
   def batches_from(start: int):
-    stream = batches_lib.get_batches(provider, sequence_length, batch_size, seed=seed)
+    if input_pipeline == "cached":
+      stream = cached_batches.cached_batches(data_dir, provider, sequence_length, batch_size,
+                                             seed=seed)
+    else:
+      stream = batches_lib.get_batches(provider, sequence_length, batch_size, seed=seed)
     return itertools.islice(stream, start, None)
   return batches_from
 
@@ -197,7 +217,7 @@ def _train(ctx: pipeline.StageContext) -> dict:
     names = data_stage.register_tasks(data, trajectories=trajectories)
   vocabulary = data.vocabulary()
   return train_stage_lib.train_stage(
-      batches_for=functools.partial(_batches_for, names), workdir=ctx.folder,
+      batches_for=functools.partial(_batches_for, names, data.data_dir), workdir=ctx.folder,
       vocab_size=vocabulary.vocab_size, init_export=ctx.previous_export(),
       eval_fn=make_eval_fn(data, vocabulary), metadata=export_metadata(kb, data))
 

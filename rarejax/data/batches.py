@@ -1,4 +1,7 @@
-"""What the train loop, RL and evaluation call: packed numpy batches and plain example iterators.
+"""The live seqio pipeline: packed numpy batches and plain example iterators (RL, evaluation).
+
+Training stages read batches of the same contract from the token cache (rarejax.data.cached_batches,
+built by rarejax.data.token_cache), unless `train_batches.input_pipeline = 'seqio'`.
 
 `get_batches` reads a registered Task or Mixture through seqio (sharded per host, shuffled with
 a seed), tokenizes, and packs prompt/response pairs into [B, L] numpy batches with the keys of
