@@ -165,3 +165,18 @@ def test_summarize_grades_adds_format_and_reward_rates():
   assert summary["top1"].value == 0.5 and summary["top3"].value == 1.0
   assert summary["well_formed"].value == 0.5
   assert summary["rank_reward"].value == pytest.approx((1 / 3 + 1) / 2)
+
+
+def test_an_unindexed_id_written_alone_is_graded_as_written():
+  answer = fmt.format_response("", [("", "OMIM:612345"), ("", "OMIM:154700")])
+  result = grader.grade(answer, ["OMIM:612345"], INDEX)
+  assert result.gold_rank == 1
+  ranked = grader.ground_entries(fmt.parse_response(answer).entries, INDEX)
+  assert [(r.id, r.grounding.kind) for r in ranked] == [("OMIM:612345", "unindexed_id"),
+                                                        ("OMIM:154700", "id")]
+  # a name beside an unknown id decides as before; ids that are not well formed stay ungrounded
+  named = fmt.Entry(rank=1, name="Totally unknown disorder", id="OMIM:612345", raw_line="")
+  assert grader.ground_entry(named, INDEX).kind != "unindexed_id"
+  for odd in ("OMIM:\u0661\u0665\u0664", "0", "OMIM:123456789"):
+    entry = fmt.Entry(rank=1, name="", id=odd, raw_line="")
+    assert grader.ground_entry(entry, INDEX).id is None

@@ -271,11 +271,3 @@ def test_knowledge_base_with_sources_grounds_synonyms_and_mondo(kb_with_sources)
   assert index.equivalence.same("ORPHA:558", "OMIM:154700")
   assert index.equivalence.same("MONDO:0007947", "ORPHA:558")
 
-
-def test_an_unknown_id_written_alone_is_taken_as_written(index):
-  result = index.ground("OMIM:612345")
-  assert (result.id, result.kind) == ("OMIM:612345", "unindexed_id")
-  assert index.ground("", "OMIM:612345").id == "OMIM:612345"
-  # with a name beside it the name still decides (an unknown id is ignored)
-  named = index.ground("Totally unknown disorder (OMIM:612345)")
-  assert named.kind != "unindexed_id"

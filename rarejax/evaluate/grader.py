@@ -18,6 +18,7 @@ Ranking rules (documented because every number depends on them):
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Sequence
 
 from rarejax.data import format as format_lib
@@ -107,13 +108,31 @@ def rank_reward(gold_rank: int | None, config: GraderConfig) -> float:
   return 1.0 - (gold_rank - 1) / config.max_rank
 
 
+# A disease id as the 'id' answer style writes it (ASCII digits, a known prefix).
+_WRITTEN_ID = re.compile(r"(?:OMIM|ORPHA|MONDO|DECIPHER):[0-9]{1,8}")
+
+
+def ground_entry(entry: format_lib.Entry,
+                 index: grounding.GroundingIndex) -> grounding.GroundingResult:
+  """The grounding of one entry: the index's (name and written id), except that a well-formed
+  id written alone with no name ('1. OMIM:612345', the 'id' answer style) that the index does not
+  know is taken as written (kind 'unindexed_id'): a disease the knowledge does not annotate but a
+  model learned from cases can still be named (open domain)."""
+  result = index.ground(entry.name, entry.id)
+  if (result.id is None and entry.id and not entry.name.strip()
+      and _WRITTEN_ID.fullmatch(entry.id)):
+    return grounding.GroundingResult(id=entry.id, kind="unindexed_id", score=100.0)
+  return result
+
+
 def ground_entries(entries: Sequence[format_lib.Entry],
                    index: grounding.GroundingIndex) -> tuple[GroundedEntry, ...]:
-  """Grounds entries, dropping those equal or equivalent to an earlier one; ranks re-numbered."""
+  """Grounds entries (ground_entry), dropping those equal or equivalent to an earlier one; ranks
+  re-numbered."""
   ranked: list[GroundedEntry] = []
   seen: set[str] = set()
   for entry in entries:
-    result = index.ground(entry.name, entry.id)
+    result = ground_entry(entry, index)
     if result.id is not None:
       if result.id in seen:
         continue

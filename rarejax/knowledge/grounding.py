@@ -272,9 +272,8 @@ class GroundingResult:
   """Where a text grounded.
 
   Attributes:
-    id: the chosen knowledge-base id (the written one for 'unindexed_id'), or None for 'none'.
-    kind: 'id' (a written identifier), 'unindexed_id' (an identifier written alone that the
-      index does not know), 'exact' (normalized name), 'fuzzy', or 'none'.
+    id: the chosen knowledge-base id, or None when kind is 'none'.
+    kind: 'id' (a written identifier), 'exact' (normalized name), 'fuzzy', or 'none'.
     score: 100 for 'id'/'exact', the rapidfuzz score for 'fuzzy', 0 for 'none'.
     matched_name: the indexed name that matched (for 'id', the id's primary name).
     alternatives: other ids the same text matches equally well (deterministically ordered).
@@ -435,10 +434,7 @@ class GroundingIndex:
   def ground(self, text: str, disease_id: str | None = None) -> GroundingResult:
     """Grounds a name (optionally with an identifier written in it, or given as `disease_id`).
 
-    A known identifier wins over the name; an unknown one is ignored and the name decides —
-    unless there is no name: an identifier written alone ('OMIM:612345', the 'id' answer style)
-    is taken as written ('unindexed_id'), so a disease the knowledge does not annotate but a
-    model learned from cases can still be named (open domain).
+    A known identifier wins over the name; an unknown one is ignored and the name decides.
     """
     written = [disease_id] if disease_id else []
     written += [i for i, _, _ in find_disease_ids(text)]
@@ -448,8 +444,6 @@ class GroundingIndex:
         return GroundingResult(id=ids[0], kind="id", score=100.0,
                                matched_name=self.primary_names[ids[0]], alternatives=ids[1:])
     name = split_name_and_id(text)[0]
-    if written and not name.strip():
-      return GroundingResult(id=canonical_id(written[0]), kind="unindexed_id", score=100.0)
     result = self._match_name(normalize(name))
     head = _EXPLANATION_RE.split(name, maxsplit=1)[0]
     if result.found or head == name:
