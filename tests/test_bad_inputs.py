@@ -129,7 +129,9 @@ def test_unknown_ontology_ids_are_dropped_counted_or_named(kb, features, disease
     return
   _check_phenopacket_case(case)
   assert all(kb.ontology.resolve(h) == h for h in case.observed + case.excluded)
-  unknown = {h for h, _ in features if kb.ontology.resolve(h) is None}
+  # the ids as the file holds them: JSON joins an escaped surrogate pair into one character
+  written = [json.loads(json.dumps(h)) for h, _ in features]
+  unknown = {h for h in written if kb.ontology.resolve(h) is None}
   assert unknown == set(report.hpo_dropped)
 
 
