@@ -5,9 +5,10 @@
       --exclude_pmids ../shared/data/phenopacket-store/benchmark_pmids.txt
 
 The card's tables are read from the `rarejax evaluate` report of the export (metrics.json): every
-benchmark, every method and slice with its top-1 / top-10 and 95% bootstrap interval. The
-publications the model's knowledge excludes are listed in metadata.json (`excluded_pmids`) so an
-evaluation can give the classical rankers the same knowledge. A release replaces the previous one.
+benchmark, every method and slice with its top-1 / top-10. The publications the model's knowledge
+excludes are listed in metadata.json (`knowledge.excluded_pmids`, checked against the export's
+stamp) so an evaluation can give the classical rankers the same knowledge. A release replaces
+the previous one.
 """
 import argparse
 import datetime
@@ -24,10 +25,6 @@ from rarejax.evaluate import model_method
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _cell(metric: dict) -> str:
-  return f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
-
-
 def report_tables(metrics: dict) -> str:
   """Markdown: per benchmark, a row per method with top-1 / top-10 per slice."""
   out = []
@@ -38,6 +35,8 @@ def report_tables(metrics: dict) -> str:
     out.append("| method | " + " | ".join(f"{s} top-1 / top-10" for s in slices) + " |")
     out.append("| --- |" + " --- |" * len(slices))
     for method, result in bench["methods"].items():
+      if not result["metrics"]["all"]["n"]:
+        continue  # the method does not apply (e.g. oracle rankers on texts without phenotypes)
       cells = [f"{result['metrics'][s]['top1']['value']:.3f} / "
                f"{result['metrics'][s]['top10']['value']:.3f}" for s in slices]
       out.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -92,18 +91,27 @@ def main(argv=None) -> int:
   parser.add_argument("--export", required=True, help="a training stage's export folder")
   parser.add_argument("--report", required=True, help="metrics.json of its rarejax evaluate run")
   parser.add_argument("--exclude_pmids", action="append", default=[],
-                      help="the publication lists its knowledge excluded (recorded in metadata)")
+                      help="the publication lists its knowledge excluded, checked against the "
+                      "export's knowledge stamp and recorded in metadata.json")
   parser.add_argument("--name", default=release.DEFAULT_NAME)
   parser.add_argument("--limits", default="", help="a markdown file with the card's limits")
   args = parser.parse_args(argv)
   model = model_method.load_model(args.export)
   metrics = json.loads(pathlib.Path(args.report).read_text())
-  excluded = sorted({p for f in args.exclude_pmids for p in knowledge.read_pmid_file(f)})
+  excluded = knowledge.normalize_pmids(p for f in args.exclude_pmids
+                                       for p in knowledge.read_pmid_file(f))
+  stamp = dict(model.metadata.get("knowledge") or {})
+  if "excluded_pmids" not in stamp:  # an export that records its exclusions by hash only
+    if stamp.get("excluded_pmids_sha256") != knowledge.pmids_digest(excluded):
+      raise SystemExit(f"{args.export}: the --exclude_pmids lists ({len(excluded)} publications) "
+                       "are not the exclusions its knowledge stamp records; pass the files it "
+                       "was trained with")
+    stamp["excluded_pmids"] = list(excluded)
   notes = pathlib.Path(args.limits).read_text() if args.limits else "See the README."
   out = release.write_release(
       args.export, ROOT / "releases" / args.name, model_card(args.name, model, metrics, notes),
-      model.params, model.metadata,
-      {"excluded_pmids": excluded, "evaluation_report": metrics["provenance"]})
+      model.params, {**model.metadata, "knowledge": stamp},
+      {"evaluation_report": metrics["provenance"]})
   size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
   print(f"wrote {out} ({size:.1f} MiB)")
   return 0

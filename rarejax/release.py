@@ -88,6 +88,7 @@ def write_release(export_dir: str | pathlib.Path, out_dir: str | pathlib.Path, c
   vocabulary = pathlib.Path(metadata["vocabulary"])
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+  staging.chmod(0o755)  # mkdtemp's 0o700 would make the release unreadable to other users
   try:
     safetensors.numpy.save_file(flatten(params), str(staging / PARAMS_FILE))
     shutil.copyfile(vocabulary, staging / TOKENIZER_FILE)
