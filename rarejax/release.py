@@ -96,6 +96,8 @@ def write_release(export_dir: str | pathlib.Path, out_dir: str | pathlib.Path, c
             "release": {"source_export": str(export_dir), "params_dtype": "bfloat16"}}
     (staging / "metadata.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
     (staging / CARD_FILE).write_text(card, "utf-8")
+    for path in staging.iterdir():
+      path.chmod(0o644)
     size = sum(p.stat().st_size for p in staging.iterdir())
     if size > MAX_BYTES:
       raise ValueError(f"the release of {export_dir} would be {size / 2**20:.1f} MiB, more than "

@@ -64,3 +64,20 @@ def test_diagnose_uses_the_default_release_without_checkpoint(released, monkeypa
   doc = json.loads(capsys.readouterr().out)
   assert doc["checkpoint"] == str(released)
   assert len(doc["results"][0]["differential"]) == 2
+
+
+def test_the_committed_release_diagnoses_a_note(capsys):
+  """What a new user runs on a fresh clone: no checkpoint flag, the committed release answers."""
+  assert release.is_release(release.DEFAULT_RELEASE), (
+      f"the release {release.DEFAULT_RELEASE} is missing: experiments/make_release.py writes it")
+  meta = json.loads((release.DEFAULT_RELEASE / "metadata.json").read_text())
+  assert len(meta["knowledge"]["excluded_pmids"]) == meta["knowledge"]["n_excluded_pmids"] > 0
+  size = sum(p.stat().st_size for p in release.DEFAULT_RELEASE.iterdir())
+  assert size <= release.MAX_BYTES
+  note = ("A 6-year-old girl with global developmental delay, seizures since infancy, hypotonia, "
+          "microcephaly and absent speech.")
+  assert diagnose.main(["--note", note, "--json", "--top_k", "5"]) == 0
+  doc = json.loads(capsys.readouterr().out)
+  differential = doc["results"][0]["differential"]
+  assert doc["checkpoint"] == str(release.DEFAULT_RELEASE) and len(differential) == 5
+  assert all(entry["disease_id"].startswith("OMIM:") for entry in differential)
