@@ -46,6 +46,9 @@ from rarejax.train import checkpoint
 MAX_NOTE_CHARS = 50_000
 BATCH_SUFFIXES = (".txt", ".json")
 SCHEMA = "rarejax.diagnose/1"
+# A disease named by an id the knowledge has no name for (an open-domain answer, learned from
+# cases: grader.ground_entry's 'unindexed_id').
+UNNAMED = "(no name in this knowledge release)"
 PROG = "rarejax diagnose"
 
 
@@ -248,7 +251,8 @@ def text_report(result: dict[str, Any]) -> str:
                  "supporting findings")
     for entry in result["differential"]:
       conf = "" if entry["confidence"] is None else f"{entry['confidence']:.2f}"
-      label = entry["label"] if entry["disease_id"] else f"(not grounded) {entry['written']}"
+      label = (entry["label"] or UNNAMED) if entry["disease_id"] else \
+          f"(not grounded) {entry['written']}"
       lines.append(f"{entry['rank']:>2}  {entry['disease_id'] or '–':<14} {entry['score']:>5.3f} "
                    f"{conf:>5}  {_cut(label, 44):<44} {_support_cell(entry)}")
   else:

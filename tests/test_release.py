@@ -64,6 +64,10 @@ def test_diagnose_uses_the_default_release_without_checkpoint(released, monkeypa
   doc = json.loads(capsys.readouterr().out)
   assert doc["checkpoint"] == str(released)
   assert len(doc["results"][0]["differential"]) == 2
+  # every id piece listed: OMIM:999999 is in no knowledge, so it is shown as an unnamed disease
+  assert diagnose.main(["--note", "A tall boy with long fingers.", "--top_k", "4"]) == 0
+  table = capsys.readouterr().out
+  assert "OMIM:999999" in table and diagnose.UNNAMED in table
 
 
 def test_the_committed_release_diagnoses_a_note(capsys):

@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 
 from rarejax import stages
-from rarejax.data import batches, cached_batches, packing, stage, tasks, token_cache
+from rarejax.data import batches, cached_batches, packing, tasks, token_cache
 
 import seqio  # pylint: disable=g-bad-import-order  (after rarejax.data hid the GPUs from TF)
+import test_data_tasks  # pylint: disable=g-bad-import-order  (shared fixture)
 
 ALL = seqio.ShardInfo(index=0, num_shards=1)
-
-
-@pytest.fixture(scope="module")
-def data(kb, tmp_path_factory):
-  spec = stage.DataSpec(n_diseases=4, disease_seed=5, n_train=2, n_validation=1,
-                        findings_questions=1, vocab_size=1000)
-  prepared = stage.prepare_data(kb, tmp_path_factory.mktemp("data"), spec)
-  return prepared, stage.register_tasks(prepared)
+data = test_data_tasks.data  # the tiny prepared datasets (module fixture)
 
 
 def _key(prompt, response):
