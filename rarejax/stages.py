@@ -202,12 +202,11 @@ def export_metadata(kb: knowledge.KnowledgeBase, data) -> dict[str, Any]:
   vocabulary, the prompt style and how the differential is read — the first entry's id
   distribution for a model that answers first with id pieces (read back by model_method when
   the export is evaluated)."""
-  spec = data.spec
-  first_entry = spec.id_pieces and spec.answer == "id" and spec.reasoning == "none"
   return {"knowledge": kb.version.as_dict(with_pmids=True),
           "vocabulary": str(data.vocabulary_path),
-          model_method.PROMPT_INSTRUCTION: spec.instruction,
-          model_method.ANSWER_RANKING: "first_entry" if first_entry else "generate"}
+          model_method.PROMPT_INSTRUCTION: data.spec.instruction,
+          model_method.ANSWER_RANKING: ("first_entry" if data.spec.first_entry_ranking
+                                        else "generate")}
 
 
 def _train(ctx: pipeline.StageContext) -> dict:

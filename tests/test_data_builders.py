@@ -1,4 +1,5 @@
 """TFDS builders: determinism, knowledge stamps, exclusions, bad sources; TF keeps off the GPUs."""
+import dataclasses
 import hashlib
 import json
 import pathlib
@@ -206,3 +207,10 @@ def test_real_train_cases_are_rendered_several_times_with_findings_masked(kb, su
       assert masked["note"] != whole["note"] and masked["gold_ids"] == whole["gold_ids"]
   with pytest.raises(ValueError, match="renderings >= 1"):
     builders.RealConfig.create(kb, jsonl=[path], renderings=0)
+
+
+def test_first_entry_ranking_needs_id_pieces_id_answers_and_no_reasoning():
+  spec = data_stage.DataSpec(reasoning="none", answer="id", id_pieces=True)
+  assert spec.first_entry_ranking
+  for change in ({"reasoning": "brief"}, {"answer": "name_id"}, {"id_pieces": False}):
+    assert not dataclasses.replace(spec, **change).first_entry_ranking

@@ -20,6 +20,7 @@ IDS = ["OMIM:154700", "OMIM:609192", "OMIM:236200", "OMIM:999999"]
 INDEX = grounding.GroundingIndex(
     [("OMIM:154700", ["Marfan syndrome"]), ("OMIM:609192", ["Loeys-Dietz syndrome 1"]),
      ("OMIM:236200", ["Homocystinuria"])])
+RESPONSE = lambda disease_id: fmt.format_response("", [("", disease_id)])  # noqa: E731
 TEXTS = [fmt.build_prompt("A tall boy with long fingers and lens dislocation.",
                           instruction="none"),
          *(fmt.format_response("", [("", i)]) for i in IDS),
@@ -55,9 +56,10 @@ def test_id_pieces_and_prefix(export):
 
 def test_left_padded_rows_give_the_unpadded_logits(export):
   model = model_method.load_model(export)
-  prefix = [5, 6]
-  ranker = first_entry.FirstEntryRanker(model.config, model.vocabulary, prefix, batch_size=2,
+  ranker = first_entry.FirstEntryRanker(model.config, model.vocabulary, RESPONSE, batch_size=2,
                                         length_step=16)
+  prefix = ranker.answer_prefix
+  assert model.vocabulary.decode(prefix) == RESPONSE("OMIM:1")[:-len("OMIM:1\n</answer>")]
   prompts = [generation.prompt_ids(model.vocabulary, p) for p in
              (TEXTS[0], fmt.build_prompt("Seizures.", instruction="none"))]
   ranked = ranker.rank(model.params, prompts, top_k=len(IDS))
@@ -99,4 +101,4 @@ def test_vocabulary_without_id_pieces_is_refused(tmp_path):
   vocabulary = vocab_lib.load_vocabulary(vocab_path)
   config = model_config.preset("tiny_llama", vocab_size=vocabulary.vocab_size)
   with pytest.raises(ValueError, match="id_pieces"):
-    first_entry.FirstEntryRanker(config, vocabulary, [1])
+    first_entry.FirstEntryRanker(config, vocabulary, RESPONSE)

@@ -67,6 +67,12 @@ class DataSpec:
   final_rate: float = 0.0  # ... diagnosis at the final level (one diagnosis: half the tokens)
   real_rate: float | None = None  # ... real-case diagnosis (None: diagnosis_rate)
 
+  @property
+  def first_entry_ranking(self) -> bool:
+    """Answers name one disease-id piece first with no reasoning: the differential is read from
+    the first entry's distribution (rarejax.sample.first_entry), not decoded."""
+    return self.id_pieces and self.answer == "id" and self.reasoning == "none"
+
   def __post_init__(self):  # a typo in gin fails here, before the knowledge base loads
     targets.check_reasoning(self.reasoning, "DataSpec.reasoning")
     targets.check_answer(self.answer, "DataSpec.answer")
@@ -143,13 +149,9 @@ def prepare_data(kb: knowledge.KnowledgeBase, data_dir: str | pathlib.Path,
 def answer_ids(built: Sequence[builders.RarejaxBuilder]) -> list[str]:
   """Every disease id a training target can name: the diseases of the built knowledge and
   simulated datasets, and the gold ids of the real 'train' cases (never 'validation' ones)."""
-  ids = set()
-  for builder in built:
-    if isinstance(builder.builder_config, builders.TrajectoryConfig):
-      continue
-    ids.update(builder.builder_config.diseases)
-    if isinstance(builder.builder_config, (builders.SimulatedConfig, builders.RealConfig)):
-      ids.update(g for example in builders.examples(builder, "train") for g in example["gold_ids"])
+  ids = {d for builder in built for d in builder.builder_config.diseases}
+  ids.update(g for builder in built if isinstance(builder.builder_config, builders.RealConfig)
+             for example in builders.examples(builder, "train") for g in example["gold_ids"])
   return sorted(ids)
 
 

@@ -297,12 +297,11 @@ class ModelMethod:
       raise ValueError(f"ranking must be one of {RANKINGS}, got {self.ranking!r}")
     self._first_entry = None
     if self.ranking == "first_entry":
-      example = next(iter(first_entry.id_pieces(model.vocabulary).values()), "OMIM:0")
-      prefix = first_entry.answer_prefix_ids(
-          model.vocabulary, format_lib.format_response("", [("", example)]), example)
-      self._first_entry = first_entry.FirstEntryRanker(model.config, model.vocabulary, prefix,
-                                                       batch_size=batch_size)
-      self.after_prompt = len(prefix) + 1
+      self._first_entry = first_entry.FirstEntryRanker(
+          model.config, model.vocabulary,
+          lambda disease_id: format_lib.format_response("", [("", disease_id)]),
+          batch_size=batch_size)
+      self.after_prompt = len(self._first_entry.answer_prefix) + 1
 
   @property
   def config(self) -> dict[str, Any]:

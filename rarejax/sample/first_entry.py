@@ -6,17 +6,18 @@ vocabulary's disease-id pieces is the model's whole posterior over first diagnos
 the differential: no decoding loop, and the list is the model's own ranking rather than a
 continuation it imitated from the reference lists.
 
-  ranker = FirstEntryRanker(config, vocabulary, answer_prefix, batch_size=64)
+  ranker = FirstEntryRanker(config, vocabulary, response_for, batch_size=64)
   ranked = ranker.rank(params, prompts, top_k=10)   # [[(disease id, probability), ...], ...]
 
-A row is BOS + prompt + the answer prefix (the response tokens before the first id, e.g.
+`response_for(disease_id)` writes a response naming that disease first, as training wrote them;
+a row is BOS + prompt + the answer prefix (that response's tokens before the id, e.g.
 '<think>\\n\\n</think>\\n<answer>\\n1. '), left-padded to a multiple of `length_step` tokens so
 that few shapes compile. Probabilities are the full softmax's (they need not sum to 1 over ids).
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -54,10 +55,10 @@ def answer_prefix_ids(vocabulary: Any, response: str, disease_id: str) -> list[i
 class FirstEntryRanker:
   """Top-k disease ids by the probability of the first answer entry (module docstring)."""
 
-  def __init__(self, config: ModelConfig, vocabulary: Any, answer_prefix: Sequence[int], *,
-               batch_size: int = 64, length_step: int = 128):
+  def __init__(self, config: ModelConfig, vocabulary: Any,
+               response_for: Callable[[str], str], *, batch_size: int = 64,
+               length_step: int = 128):
     self.vocabulary = vocabulary
-    self.answer_prefix = list(answer_prefix)
     self.batch_size = batch_size
     self.length_step = length_step
     pieces = id_pieces(vocabulary)
@@ -66,6 +67,8 @@ class FirstEntryRanker:
                        "model trained with DataSpec.id_pieces = True")
     self.id_tokens = np.array(sorted(pieces), np.int32)
     self.id_names = [pieces[t] for t in self.id_tokens]
+    example = self.id_names[0]
+    self.answer_prefix = answer_prefix_ids(vocabulary, response_for(example), example)
     model = transformer.Decoder(config)
 
     def log_probs(params, tokens, positions, segment_ids):
