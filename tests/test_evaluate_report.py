@@ -47,7 +47,8 @@ def written(tmp_path_factory):
   oracle = _method("ranker.oracle", [1, 1, 1, 1])
   oracle.outputs[2] = None  # not applicable to case 2
   result = report.BenchmarkResult(bench, [ranker, model, oracle], FINDINGS,
-                                  seen=[True, False, True, False])
+                                  seen=[True, False, True, False],
+                                  annotated=[True, True, False, True])
   folder = tmp_path_factory.mktemp("report")
   provenance = report.provenance({"evaluation": {"digest": "abc", "n_excluded_pmids": 4}},
                                  {"argv": ["test"]})
@@ -69,6 +70,9 @@ def test_metrics_from_hand_made_rankings(written):
   slices = ranker["metrics"]
   assert (slices["seen"]["n"], slices["unseen"]["n"], slices["few_findings"]["n"]) == (2, 2, 2)
   assert slices["unseen"]["top1"]["value"] == 0.0 and slices["few_findings"]["top1"]["value"] == 0.5
+  assert slices["unannotated"]["n"] == 1 and slices["unannotated"]["found"]["value"] == 0.0
+  model_unannotated = doc["benchmarks"]["hand"]["methods"]["model.text"]["metrics"]["unannotated"]
+  assert model_unannotated["top10"]["value"] == 1.0  # its gold ranked 5th
   oracle = doc["benchmarks"]["hand"]["methods"]["ranker.oracle"]
   assert oracle["n_applicable"] == 3 and oracle["metrics"]["all"]["top1"]["value"] == 1.0
   assert [r["bin"] for r in ranker["by_findings"]] == ["1", "2", "4-5", "6-8"]
@@ -80,7 +84,8 @@ def test_metrics_json_schema_and_provenance(written):
   assert doc["schema"] == report.SCHEMA and doc["ks"] == [1, 3, 5, 10]
   bench = doc["benchmarks"]["hand"]
   assert bench["n_cases"] == 4 and bench["n_excluded_publications"] == 4
-  assert bench["slices"] == {"all": 4, "seen": 2, "unseen": 2, "few_findings": 2}
+  assert bench["slices"] == {"all": 4, "seen": 2, "unseen": 2, "unannotated": 1,
+                             "few_findings": 2}
   for entry in bench["methods"].values():
     assert set(entry) == {"config", "n_applicable", "well_formed_rate", "flags", "metrics",
                           "topk_curve", "by_findings", "calibration"}

@@ -52,6 +52,7 @@ def test_tiny_honest_run_end_to_end(kb, tmp_path, capsys):
   evaluated = render_cases(simulator.simulate_many(DISEASES, 2, seed=11), kb, seed=11)
   train = render_cases(simulator.simulate_many(DISEASES[:3], 3, seed=12), kb, seed=12)
   evaluated = [dataclasses.replace(c, pmid=f"PMID:90000{i}") for i, c in enumerate(evaluated)]
+  evaluated[0] = dataclasses.replace(evaluated[0], gold_ids=("OMIM:999999",))  # no annotation
   train = [dataclasses.replace(c, pmid=f"PMID:80000{i % 4}") for i, c in enumerate(train)]
   write_jsonl(evaluated, tmp_path / "eval.jsonl")
   write_jsonl(train, tmp_path / "train.jsonl")
@@ -67,7 +68,9 @@ def test_tiny_honest_run_end_to_end(kb, tmp_path, capsys):
   jsonl = doc["benchmarks"]["jsonl"]
   assert set(jsonl["methods"]) == {f"{n}.{m}" for m in ("oracle", "text") for n in
                                    ("resnik", "likelihood_ratio", "case_resnik", "rrf")}
-  assert jsonl["slices"] == {"all": 8, "seen": 6, "unseen": 2, "few_findings": 0}
+  assert jsonl["slices"] == {"all": 8, "seen": 5, "unseen": 3, "unannotated": 1,
+                             "few_findings": 0}
+  assert jsonl["methods"]["resnik.oracle"]["metrics"]["unannotated"]["found"]["value"] == 0.0
   assert jsonl["n_excluded_publications"] == 8
   assert doc["provenance"]["knowledge"]["n_excluded_pmids"] == 8
   assert doc["provenance"]["config"]["n_train_cases"] == 9

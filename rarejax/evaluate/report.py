@@ -15,7 +15,9 @@ One evaluation run writes, under its output folder (every file atomically: temp 
                     flags (only for methods that write text)
 
 Slices: 'all'; 'seen' / 'unseen' (a gold disease is / is not among the training diseases, when
-those are given); 'few_findings' (at most FEW_FINDINGS observed findings). A method is scored on
+those are given); 'unannotated' (no gold disease has an annotation in the methods' knowledge, when
+that is given: only a model that learned the disease from cases can name it); 'few_findings' (at
+most FEW_FINDINGS observed findings). A method is scored on
 the cases it applies to (oracle mode needs structured phenotypes); `n` says how many.
 """
 from __future__ import annotations
@@ -73,6 +75,7 @@ class BenchmarkResult:
   methods: list[MethodResult]
   n_findings: list[int]  # observed findings per case (structured, else recognized in the note)
   seen: list[bool] | None  # gold disease among the training diseases; None when not known
+  annotated: list[bool] | None = None  # gold disease annotated in the knowledge; None: not known
 
   def slices(self) -> dict[str, np.ndarray]:
     """Slice name → bool [N] mask over the cases."""
@@ -81,6 +84,8 @@ class BenchmarkResult:
     if self.seen is not None:
       out["seen"] = np.array(self.seen, dtype=bool)
       out["unseen"] = ~out["seen"]
+    if self.annotated is not None:
+      out["unannotated"] = ~np.array(self.annotated, dtype=bool)
     out["few_findings"] = np.array(self.n_findings) <= FEW_FINDINGS
     return out
 

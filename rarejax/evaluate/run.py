@@ -57,21 +57,23 @@ def findings_count(case: Case, recognizer: concepts.ConceptRecognizer) -> int:
   return len(case.observed) if case.observed else len(recognizer.recognize(case.note).observed)
 
 
-def seen_flags(cases: Sequence[Case], seen_disease_ids: Collection[str] | None,
+def gold_among(cases: Sequence[Case], disease_ids: Collection[str] | None,
                equivalence: grounding.IdEquivalence) -> list[bool] | None:
-  """Per case: a gold disease (or an exact-match equivalent) is among the seen diseases."""
-  if seen_disease_ids is None:
+  """Per case: a gold disease (or an exact-match equivalent) is among `disease_ids` (None: None)."""
+  if disease_ids is None:
     return None
-  seen = {e for d in seen_disease_ids for e in equivalence.equivalents(d)}
-  return [any(grounding.canonical_id(g) in seen for g in c.gold_ids) for c in cases]
+  among = {e for d in disease_ids for e in equivalence.equivalents(d)}
+  return [any(grounding.canonical_id(g) in among for g in c.gold_ids) for c in cases]
 
 
 def evaluate(benchmarks: Sequence[benchmarks_lib.Benchmark],
              methods: Sequence[methods_lib.Method], equivalence: grounding.IdEquivalence,
              recognizer: concepts.ConceptRecognizer,
              seen_disease_ids: Collection[str] | None = None, batch_size: int = 64,
-             progress: bool = True) -> list[report_lib.BenchmarkResult]:
-  """Runs every method on every benchmark (cases in batches) and judges each output's gold rank."""
+             progress: bool = True, annotated_disease_ids: Collection[str] | None = None
+             ) -> list[report_lib.BenchmarkResult]:
+  """Runs every method on every benchmark (cases in batches) and judges each output's gold rank;
+  `seen_disease_ids` / `annotated_disease_ids` give the report its seen and unannotated slices."""
   names = [m.name for m in methods]
   if len(set(names)) != len(names):
     raise ValueError(f"method names must be unique, got {names}")
@@ -90,7 +92,8 @@ def evaluate(benchmarks: Sequence[benchmarks_lib.Benchmark],
                                                       ranks))
       results.append(report_lib.BenchmarkResult(
           bench, method_results, [findings_count(c, recognizer) for c in bench.cases],
-          seen_flags(bench.cases, seen_disease_ids, equivalence)))
+          gold_among(bench.cases, seen_disease_ids, equivalence),
+          gold_among(bench.cases, annotated_disease_ids, equivalence)))
   return results
 
 
@@ -358,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   equivalence = grounding.IdEquivalence({d.id: d.xrefs for d in inputs.kb_full.diseases.values()})
   seen = {g for c in inputs.train for g in c.gold_ids} if inputs.train else None
   results = evaluate(inputs.benchmarks, methods, equivalence, recognizer, seen,
-                     progress=not args.quiet)
+                     progress=not args.quiet, annotated_disease_ids=inputs.kb_eval.disease_ids())
   stamps = {"evaluation": inputs.kb_eval.version.as_dict(),
             "full": inputs.kb_full.version.as_dict()}
   if inputs.tuning is not None:
