@@ -1,9 +1,11 @@
-"""Benchmark: the quickstart sft train loop fed by the token cache vs. by seqio vs. the bare step.
+"""Benchmark: an experiment's sft train loop fed by the token cache vs. by seqio vs. the bare step.
 
-Builds the quickstart data (gin_configs/experiments/quickstart.gin, without the held-out
-phenopacket exclusions, which do not change the shapes) and the token cache of the sft mixture,
-then runs one child process per variant, round after round, each timing the step loop of the
-quickstart model (gin_configs/models/quickstart.gin, vocab 4096) at the sft shapes (8 x 768):
+Builds (or reuses, with --workdir of a run) the experiment's data and the token cache of its sft
+mixture, then runs one child process per variant, round after round, each timing the step loop of
+the experiment's model at its sft shapes and `sft/LoopConfig.loss_positions`. By default the
+quickstart (gin_configs/experiments/quickstart.gin without the held-out phenopacket exclusions,
+which do not change the shapes: model vocab 4096, 8 x 768); `--gin_file experiments/full.gin
+--workdir RUN` times the full recipe on the data of a run (16 x 512, logits at 256 positions):
 
   bare    the jitted train step on one fixed cached batch (no input pipeline)
   seqio   the loop fed by rarejax.data.batches.get_batches (TF/seqio tokenizing live)
@@ -18,7 +20,9 @@ bare slots/s of the same round; target: cached ≥ 0.8.
 Usage (from a worktree that is not the venv's own checkout, prefix PYTHONPATH=.):
   .venv/bin/python experiments/benchmarks/train_input.py                 # 1 round, ~5 min
   .venv/bin/python experiments/benchmarks/train_input.py --rounds 2 --steps 30
-Writes experiments/benchmarks/results/train_input.json and prints a table.
+  .venv/bin/python experiments/benchmarks/train_input.py --gin_file experiments/full.gin \
+      --gin_param= --workdir RUN --out experiments/benchmarks/results/train_input_full.json
+Writes experiments/benchmarks/results/train_input.json (or --out) and prints a table.
 """
 import argparse
 import json
@@ -37,6 +41,7 @@ GLIBC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                   "glibc.malloc.trim_threshold=100000000000")
 GIN_FILES = ["experiments/quickstart.gin"]
 GIN_BINDINGS = ["experiment_knowledge.heldout_phenopackets = []"]
+LOSS_POSITIONS = "sft/LoopConfig.loss_positions"
 
 
 def cpu_model() -> str:
@@ -55,25 +60,30 @@ def peak_rss_gb() -> float:
   return float("nan")
 
 
-def quickstart_sft(workdir: pathlib.Path) -> dict:
-  """Parses the quickstart gin config, builds (or reuses) its data; the sft setup."""
+def experiment_sft(workdir: pathlib.Path, gin_files: list[str], bindings: list[str]) -> dict:
+  """Parses the experiment's gin config, builds (or reuses) its data; the sft setup."""
   from rarejax import main, stages  # pylint: disable=g-import-not-at-top  (TF side only)
   from rarejax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
   from rarejax.train import stage as train_stage  # pylint: disable=g-import-not-at-top
   import gin  # pylint: disable=g-import-not-at-top
-  main.parse_config(GIN_FILES, GIN_BINDINGS)
+  main.parse_config(gin_files, bindings)
   _, data, names = stages.experiment_data(workdir)
+  try:
+    loss_positions = gin.query_parameter(LOSS_POSITIONS)
+  except ValueError:  # not bound: full logits
+    loss_positions = 0
   model = train_stage.resolve_model_config(ModelConfig(), data.vocabulary().vocab_size)
   return {"data_dir": str(data.data_dir), "task": names["sft_mixture"],
           "length": gin.query_parameter("sft/train_stage.sequence_length"),
           "batch_size": gin.query_parameter("sft/train_stage.batch_size"),
+          "loss_positions": loss_positions, "gin_files": gin_files, "bindings": bindings,
           "model_config": model.to_dict()}
 
 
 def seqio_stream(setup: dict, workdir: pathlib.Path):
-  """The live pipeline (registers the quickstart tasks in this process first)."""
+  """The live pipeline (registers the experiment's tasks in this process first)."""
   from rarejax.data import batches  # pylint: disable=g-import-not-at-top
-  quickstart_sft(workdir)
+  experiment_sft(workdir, setup["gin_files"], setup["bindings"])
   return batches.get_batches(setup["task"], setup["length"], setup["batch_size"], seed=0)
 
 
@@ -116,7 +126,8 @@ def time_loop(variant: str, setup: dict, workdir: pathlib.Path, steps: int,
   shardings = state_lib.train_state_shardings(config, tx, mesh)
   state = state_lib.init_train_state(config, tx, shardings)
   compiled = step_lib.compile_train_step(
-      step_lib.make_train_step(config, tx, losses.get_loss("sft")), shardings,
+      step_lib.make_train_step(config, tx, losses.get_loss("sft"),
+                               loss_positions=setup["loss_positions"]), shardings,
       state_lib.abstract_train_state(config, tx), batch, mesh)
   pending, tokens = None, 0
   for step in range(warmup + steps):
@@ -158,6 +169,10 @@ def main() -> None:
   parser.add_argument("--skip", type=int, default=10_000,
                       help="batches a resumed run regenerates and skips (timed once)")
   parser.add_argument("--out", default=str(RESULTS))
+  parser.add_argument("--gin_file", action="append",
+                      help=f"experiment gin file(s) (default {GIN_FILES})")
+  parser.add_argument("--gin_param", action="append",
+                      help=f"gin bindings; an empty one clears the default {GIN_BINDINGS}")
   parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
   parser.add_argument("--setup", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -170,7 +185,8 @@ def main() -> None:
   from rarejax.data import token_cache  # pylint: disable=g-import-not-at-top
   load_before = os.getloadavg()[0]
   start = time.perf_counter()
-  setup = quickstart_sft(pathlib.Path(args.workdir))
+  bindings = [b for b in (args.gin_param or GIN_BINDINGS) if b]
+  setup = experiment_sft(pathlib.Path(args.workdir), args.gin_file or GIN_FILES, bindings)
   data_s = time.perf_counter() - start
   start = time.perf_counter()
   setup["provider"] = token_cache.build_cache(setup["task"], setup["data_dir"])
@@ -185,7 +201,9 @@ def main() -> None:
   result = {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
-            "shape": [setup["batch_size"], setup["length"]], "task": setup["task"],
+            "gin_files": setup["gin_files"], "bindings": setup["bindings"],
+            "shape": [setup["batch_size"], setup["length"]],
+            "loss_positions": setup["loss_positions"], "task": setup["task"],
             "data_build_or_reuse_s": data_s, "cache_build_or_reuse_s": cache_s,
             "resume_skip": {"batches": args.skip, "seconds": skip_s},
             "steps": args.steps, "rounds": rounds}
@@ -194,7 +212,8 @@ def main() -> None:
   out.write_text(json.dumps(result, indent=1))
 
   print(f"{result['cpu_model']}; data {data_s:.1f} s, cache build/reuse {cache_s:.1f} s; "
-        f"batch {setup['batch_size']} x {setup['length']}; 1-min load before/after "
+        f"batch {setup['batch_size']} x {setup['length']}, logits at "
+        f"{setup['loss_positions'] or 'all'} positions; 1-min load before/after "
         f"{result['load_average_1min_before_after']} (other jobs share the cores)")
   print(f"resume: regenerating and skipping {args.skip} cached batches takes {skip_s:.1f} s")
   print(f"{'round':>5} {'variant':<7} {'step s':>7} {'slots/s':>8} {'tok/s':>7} {'fill':>5} "
