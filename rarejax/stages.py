@@ -62,6 +62,7 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
                          exclude_pmids_files: Sequence[str] = (),
                          heldout_phenopackets: Sequence[str] = (),
                          validation_fraction: float = 0.2, split_seed: int = 0,
+                         inner_split: bool = False,
                          ordo_path: str | None = None,
                          mondo_sssom_paths: Sequence[str] = (),
                          skip_missing_heldout: bool = False) -> knowledge.KnowledgeBase:
@@ -69,7 +70,10 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
 
   The honest protocol: the validation publications of `heldout_phenopackets` (split by
   publication exactly as the real-case dataset splits them: same fraction and seed) are added
-  to `exclude_pmids`, so no annotation row citing an evaluated paper reaches any stage.
+  to `exclude_pmids`, so no annotation row citing an evaluated paper reaches any stage. With
+  `inner_split` (developing on the inner split of the training publications,
+  cases.development_split), the inner validation and the outer validation publications are both
+  excluded: the knowledge of the inner experiment is what the outer one would be, one split deeper.
   `exclude_pmids_files` add the PubMed ids of text files (one per line, 'PMID:123' or '123', '#'
   comments; knowledge.read_pmid_file), e.g. the benchmark publications a released model must not
   have read: ../shared/data/phenopacket-store/benchmark_pmids.txt.
@@ -84,8 +88,8 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
                       "publications are not excluded from the knowledge", source)
       continue
     read, _ = cases.read_phenopackets(source)
-    split = cases.split_by_publication(read, validation_fraction, split_seed)
-    excluded += cases.pmids(c for c in split if c.split == "validation")
+    split = cases.development_split(read, validation_fraction, split_seed, inner_split)
+    excluded += cases.pmids(c for c in split if c.split != "train")
   return knowledge.load_knowledge(exclude_pmids=(*exclude_pmids, *excluded), ordo_path=ordo_path,
                                   mondo_sssom_paths=mondo_sssom_paths)
 

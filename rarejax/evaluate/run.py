@@ -38,7 +38,7 @@ import tqdm
 
 from rarejax import knowledge
 from rarejax import release
-from rarejax.cases import Case, pmids, read_jsonl, split_by_publication
+from rarejax.cases import INNER_SEED_OFFSET, Case, pmids, read_jsonl, split_by_publication
 from rarejax.evaluate import benchmarks as benchmarks_lib
 from rarejax.evaluate import concepts
 from rarejax.evaluate import generation
@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="extra training cases for the case rankers and fusions: "
                       "phenopackets:PATH or jsonl:PATH")
   parser.add_argument("--validation_fraction", type=float, default=0.2,
-                      help="publication fraction of a phenopackets:PATH:validation split")
+                      help="publication fraction of a phenopackets:PATH:validation (or :inner) split")
   parser.add_argument("--tuning_fraction", type=float, default=0.2,
                       help="publication fraction of the training cases fusions are tuned on")
   parser.add_argument("--exclude_pmids", action="append", default=[], metavar="FILE",
@@ -251,7 +251,11 @@ def _load_inputs(args, specs: Sequence[benchmarks_lib.BenchmarkSpec], need_tunin
            "n_excluded_from_model": len(from_model)}
   tuning = None
   if need_tuning and train:
-    inner = split_by_publication(train, args.tuning_fraction, args.seed + 1)
+    # one split below the training cases: below the inner split when an 'inner' benchmark's
+    # training cases are the ones split (the same coins would leave no tuning case)
+    depth = 2 if any(s.split == "inner" for s in specs) else 1
+    inner = split_by_publication(train, args.tuning_fraction,
+                                 args.seed + depth * INNER_SEED_OFFSET)
     inner_train = [c for c in inner if c.split == "train"]
     inner_val = [c for c in inner if c.split == "validation"]
     tuning = methods_lib.FusionTuning(_load_knowledge(args, exclude + pmids(inner_val)),
@@ -283,11 +287,11 @@ def _validate(args, parser: argparse.ArgumentParser):
     specs = [benchmarks_lib.parse_spec(s) for s in args.benchmark]
   except ValueError as err:
     parser.error(str(err))
-  has_train = args.train_cases or any(s.split == "validation" for s in specs)
+  has_train = args.train_cases or any(s.split in ("validation", "inner") for s in specs)
   needing = [n for n in names if n in methods_lib.NEEDS_TRAINING_CASES]
   if needing and not has_train:
-    parser.error(f"{','.join(needing)} need training cases: use phenopackets:PATH:validation or "
-                 "--train_cases")
+    parser.error(f"{','.join(needing)} need training cases: use phenopackets:PATH:validation "
+                 "(or :inner) or --train_cases")
   return specs, names, modes
 
 
