@@ -8,6 +8,7 @@ import pytest
 
 from rarejax.evaluate import concepts
 from rarejax.evaluate import fasthpocr
+from rarejax.evaluate import run as run_lib
 from rarejax.knowledge import ontology as ontology_lib
 
 SEIZURE, MICROCEPHALY, HYPOTONIA, SCOLIOSIS = "HP:0001250", "HP:0000252", "HP:0001252", "HP:0002650"
@@ -97,13 +98,17 @@ def test_overlapping_character_spans_share_one_negation():
   assert negation.negated_chars(note, spans) == [True, True, True, False, False]
 
 
-def test_missing_fasthpocr_names_the_extra(kb, monkeypatch):
+def test_missing_fasthpocr_names_the_extra(kb, monkeypatch, capsys, tmp_path):
   def not_installed(name):
     raise importlib.metadata.PackageNotFoundError(name)
 
   monkeypatch.setattr(importlib.metadata, "version", not_installed)
   with pytest.raises(fasthpocr.MissingExtraError, match=r"'fasthpocr' extra"):
     concepts.make_recognizer("fasthpocr", kb)
+  with pytest.raises(SystemExit):
+    run_lib.main(["--benchmark", "simulated:2:1", "--out", str(tmp_path), "--recognizer",
+                  "fasthpocr"])
+  assert "pip install -e '.[fasthpocr]'" in capsys.readouterr().err
 
 
 def test_an_obo_that_is_not_the_knowledges_is_refused(kb, obo):
