@@ -38,6 +38,7 @@ from rarejax import atomic_io
 from rarejax import cases as cases_lib
 from rarejax import knowledge
 from rarejax import release
+from rarejax import startup
 from rarejax.evaluate import concepts
 from rarejax.evaluate import evidence
 from rarejax.evaluate import fasthpocr
@@ -293,6 +294,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="MONDO exact-match SSSOM file (repeatable)")
   parser.add_argument("--json", action="store_true", help="print the JSON document")
   parser.add_argument("--out", default=None, help="also write the JSON document to this file")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the libraries' start-up messages (TensorFlow, XLA, absl, CUDA), "
+                      "hidden by default (rarejax.startup)")
   return parser
 
 
@@ -311,6 +315,7 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
+  startup.configure(args.verbose)
   _check(args, parser)
   args.checkpoint = args.checkpoint or str(release.DEFAULT_RELEASE)
   if hasattr(sys.stdout, "reconfigure"):

@@ -38,6 +38,7 @@ import tqdm
 
 from rarejax import knowledge
 from rarejax import release
+from rarejax import startup
 from rarejax.cases import Case, pmids, read_jsonl, split_by_publication
 from rarejax.evaluate import benchmarks as benchmarks_lib
 from rarejax.evaluate import concepts
@@ -162,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--mondo_sssom", action="append", default=[],
                       help="MONDO exact-match SSSOM file (repeatable), for id equivalences")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the libraries' start-up messages (TensorFlow, XLA, absl, CUDA), "
+                      "hidden by default (rarejax.startup)")
   model = parser.add_argument_group("the model (with --checkpoint)")
   model_method.add_model_flags(model, checkpoint_required=False)
   model.add_argument("--allow_dishonest", action="store_true",
@@ -356,6 +360,7 @@ def build_model_method(args, inputs: _Inputs, check: dict[str, str]) -> model_me
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
+  startup.configure(args.verbose)
   specs, names, modes = _validate(args, parser)
   try:
     metadata = model_method.read_metadata(args.checkpoint) if MODEL in names else None
