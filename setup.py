@@ -27,6 +27,12 @@ DATA = [
     "tensorflow-datasets==4.9.10",
     "seqio==0.0.20",
 ]
+# The FastHPOCR concept recognizer (`--recognizer fasthpocr`); FastHPOCR 0.1.4 imports pronto
+# without declaring it.
+FASTHPOCR = [
+    "fasthpocr==0.1.4",
+    "pronto==2.7.4",
+]
 TEST = [
     "pytest",
     "pytest-xdist",
@@ -47,6 +53,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["rarejax", "rarejax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"data": DATA, "test": TEST, "all": DATA + TEST},
+    extras_require={"data": DATA, "fasthpocr": FASTHPOCR, "test": TEST,
+                    "all": DATA + FASTHPOCR + TEST},
     entry_points={"console_scripts": ["rarejax=rarejax.__main__:main"]},
 )

@@ -38,9 +38,11 @@ import tqdm
 
 from rarejax import knowledge
 from rarejax import release
+from rarejax import startup
 from rarejax.cases import INNER_SEED_OFFSET, Case, pmids, read_jsonl, split_by_publication
 from rarejax.evaluate import benchmarks as benchmarks_lib
 from rarejax.evaluate import concepts
+from rarejax.evaluate import fasthpocr
 from rarejax.evaluate import generation
 from rarejax.evaluate import methods as methods_lib
 from rarejax.evaluate import model_method
@@ -52,7 +54,7 @@ MODEL = "model"
 METHOD_NAMES = (MODEL, *methods_lib.CLASSICAL)
 
 
-def findings_count(case: Case, recognizer: concepts.ConceptRecognizer) -> int:
+def findings_count(case: Case, recognizer: concepts.Recognizer) -> int:
   """Observed findings of a case: its structured ones, else those recognized in the note."""
   return len(case.observed) if case.observed else len(recognizer.recognize(case.note).observed)
 
@@ -68,7 +70,7 @@ def gold_among(cases: Sequence[Case], disease_ids: Collection[str] | None,
 
 def evaluate(benchmarks: Sequence[benchmarks_lib.Benchmark],
              methods: Sequence[methods_lib.Method], equivalence: grounding.IdEquivalence,
-             recognizer: concepts.ConceptRecognizer,
+             recognizer: concepts.Recognizer,
              seen_disease_ids: Collection[str] | None = None, batch_size: int = 64,
              progress: bool = True, annotated_disease_ids: Collection[str] | None = None
              ) -> list[report_lib.BenchmarkResult]:
@@ -150,13 +152,20 @@ def _parser() -> argparse.ArgumentParser:
                       help="evaluate at most this many cases per benchmark (random, by seed)")
   parser.add_argument("--top_k", type=int, default=10, help="candidates kept per case")
   parser.add_argument("--n_bootstrap", type=int, default=1000)
+  parser.add_argument("--recognizer", choices=concepts.RECOGNIZERS, default="rarejax",
+                      help="HPO concept recognizer of text mode: rarejax's own, or FastHPOCR "
+                      "(the 'fasthpocr' extra; its index is built once, then cached); both "
+                      "negate with rarejax's cues")
   parser.add_argument("--related_synonyms", action="store_true",
-                      help="text mode also matches RELATED HPO synonyms")
+                      help="text mode also matches RELATED HPO synonyms (rarejax recognizer)")
   parser.add_argument("--no_pheval", action="store_true", help="skip the PhEval result files")
   parser.add_argument("--ordo", default=None, help="ORDO JSON (names, definitions, xrefs)")
   parser.add_argument("--mondo_sssom", action="append", default=[],
                       help="MONDO exact-match SSSOM file (repeatable), for id equivalences")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the libraries' start-up messages (TensorFlow, XLA, absl, CUDA), "
+                      "hidden by default (rarejax.startup)")
   model = parser.add_argument_group("the model (with --checkpoint)")
   model_method.add_model_flags(model, checkpoint_required=False)
   model.add_argument("--allow_dishonest", action="store_true",
@@ -279,6 +288,14 @@ def _validate(args, parser: argparse.ArgumentParser):
   if not names or not modes or len(set(names)) < len(names) or len(set(modes)) < len(modes):
     parser.error("--methods and --modes need at least one distinct entry each")
   _validate_model(args, parser, names)
+  if args.recognizer == "fasthpocr":
+    if args.related_synonyms:
+      parser.error("--related_synonyms is an option of the rarejax recognizer (FastHPOCR always "
+                   "indexes RELATED synonyms)")
+    try:
+      fasthpocr.require()
+    except fasthpocr.MissingExtraError as err:
+      parser.error(str(err))
   if not 0 < args.validation_fraction < 1 or not 0 < args.tuning_fraction < 1:
     parser.error("--validation_fraction and --tuning_fraction must be in (0, 1)")
   if args.top_k < 1 or args.limit < 0 or args.n_bootstrap < 1:
@@ -347,14 +364,14 @@ def build_model_method(args, inputs: _Inputs, check: dict[str, str]) -> model_me
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
+  startup.configure(args.verbose)
   specs, names, modes = _validate(args, parser)
   try:
     metadata = model_method.read_metadata(args.checkpoint) if MODEL in names else None
     inputs = _load_inputs(args, specs, need_tuning=bool(set(names) & set(methods_lib.FUSIONS)),
                           metadata=metadata)
     check = honest_check(args, metadata, inputs) if metadata is not None else None
-    recognizer = concepts.ConceptRecognizer.from_knowledge(
-        inputs.kb_eval, concepts.RecognizerConfig(related=args.related_synonyms))
+    recognizer = concepts.make_recognizer(args.recognizer, inputs.kb_eval, args.related_synonyms)
     classical = [n for n in names if n != MODEL]
     methods = [build_model_method(args, inputs, check)] if MODEL in names else []
     if classical:
@@ -371,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if inputs.tuning is not None:
     stamps["fusion_tuning"] = inputs.tuning.kb.version.as_dict()
   config = {**vars(args), **inputs.notes, "argv": list(sys.argv if argv is None else argv),
-            "recognizer": dataclasses.asdict(recognizer.config)}
+            "recognizer": {"name": recognizer.name, **dataclasses.asdict(recognizer.config)}}
   paths = report_lib.write_report(args.out, results, report_lib.provenance(stamps, config),
                                   pheval=not args.no_pheval, n_bootstrap=args.n_bootstrap,
                                   seed=args.seed)
