@@ -39,6 +39,9 @@ TEST = [
     "nbformat==5.11.1",
     "ipykernel==7.4.0",
 ]
+# rarejax as a PhEval runner (rarejax.pheval); PhEval 0.7 reads only the results its own
+# post-processing writes.
+PHEVAL = ["pheval==0.7.14"]
 
 setuptools.setup(
     name="rarejax",
@@ -47,6 +50,9 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["rarejax", "rarejax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"data": DATA, "test": TEST, "all": DATA + TEST},
-    entry_points={"console_scripts": ["rarejax=rarejax.__main__:main"]},
+    extras_require={"data": DATA, "test": TEST, "pheval": PHEVAL, "all": DATA + TEST},
+    entry_points={
+        "console_scripts": ["rarejax=rarejax.__main__:main"],
+        "pheval.plugins": ["rarejaxphevalrunner=rarejax.pheval.runner:RarejaxPhEvalRunner"],
+    },
 )
