@@ -52,7 +52,8 @@ class Options:
     return f"{self.method}.{self.mode}"
 
   def as_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    """Plain values (lists, not tuples) for PhEval's results.yml."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def parse(raw: Any, input_dir: str | pathlib.Path) -> Options:
