@@ -45,6 +45,9 @@ TEST = [
     "nbformat==5.11.1",
     "ipykernel==7.4.0",
 ]
+# rarejax as a PhEval runner (rarejax.pheval); PhEval 0.7 reads only the results its own
+# post-processing writes.
+PHEVAL = ["pheval==0.7.14"]
 
 setuptools.setup(
     name="rarejax",
@@ -53,7 +56,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["rarejax", "rarejax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"data": DATA, "fasthpocr": FASTHPOCR, "test": TEST,
+    extras_require={"data": DATA, "fasthpocr": FASTHPOCR, "test": TEST, "pheval": PHEVAL,
                     "all": DATA + FASTHPOCR + TEST},
-    entry_points={"console_scripts": ["rarejax=rarejax.__main__:main"]},
+    entry_points={
+        "console_scripts": ["rarejax=rarejax.__main__:main"],
+        "pheval.plugins": ["rarejaxphevalrunner=rarejax.pheval.runner:RarejaxPhEvalRunner"],
+    },
 )

@@ -158,7 +158,6 @@ def _parser() -> argparse.ArgumentParser:
                       "negate with rarejax's cues")
   parser.add_argument("--related_synonyms", action="store_true",
                       help="text mode also matches RELATED HPO synonyms (rarejax recognizer)")
-  parser.add_argument("--no_pheval", action="store_true", help="skip the PhEval result files")
   parser.add_argument("--ordo", default=None, help="ORDO JSON (names, definitions, xrefs)")
   parser.add_argument("--mondo_sssom", action="append", default=[],
                       help="MONDO exact-match SSSOM file (repeatable), for id equivalences")
@@ -390,8 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   config = {**vars(args), **inputs.notes, "argv": list(sys.argv if argv is None else argv),
             "recognizer": {"name": recognizer.name, **dataclasses.asdict(recognizer.config)}}
   paths = report_lib.write_report(args.out, results, report_lib.provenance(stamps, config),
-                                  pheval=not args.no_pheval, n_bootstrap=args.n_bootstrap,
-                                  seed=args.seed)
+                                  n_bootstrap=args.n_bootstrap, seed=args.seed)
   doc = json.loads(paths["metrics"].read_text())
   for name, entry in doc["benchmarks"].items():
     print(f"\n{name}: {entry['source']}\n" + "\n".join(report_lib.main_table(entry["methods"])))
