@@ -3,6 +3,8 @@
   python -m rarejax diagnose --checkpoint EXPORT --file note.txt   (rarejax.diagnose)
   python -m rarejax evaluate --benchmark ... --checkpoint EXPORT     (rarejax.evaluate.run)
   python -m rarejax run --workdir runs/x --gin_file quickstart.gin  (rarejax.main: the pipeline)
+  python -m rarejax carry prepare|train ...                          (rarejax.carry: a stage on
+                                                                      an accelerator, no TF there)
 
 `rarejax COMMAND --help` shows each command's flags.
 """
@@ -13,7 +15,7 @@ import sys
 from typing import Sequence
 
 COMMANDS = {"diagnose": "rarejax.diagnose", "evaluate": "rarejax.evaluate.run",
-            "run": "rarejax.main"}
+            "run": "rarejax.main", "carry": "rarejax.carry"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
