@@ -50,7 +50,7 @@ def is_release(path: str | pathlib.Path) -> bool:
   return (path / PARAMS_FILE).is_file() or any(path.glob(SHARD_GLOB))
 
 
-def key(path) -> str:
+def tensor_name(path) -> str:
   """The name a params tree path has in the safetensors files: its keys '/'-joined."""
   return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
@@ -58,7 +58,7 @@ def key(path) -> str:
 def flatten(params: Any) -> dict[str, np.ndarray]:
   """{'/'-joined tree path: bfloat16 array} of a params tree."""
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {key(path): np.asarray(jax.device_get(leaf), np.float32).astype(ml_dtypes.bfloat16)
+  return {tensor_name(path): np.asarray(jax.device_get(leaf), np.float32).astype(ml_dtypes.bfloat16)
           for path, leaf in leaves}
 
 
@@ -119,7 +119,7 @@ def load_release_params(release_dir: str | pathlib.Path, config: ModelConfig) ->
   stored = _stored_params(path)
   abstract = transformer.abstract_params(config)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
-  wanted = {key(p): leaf for p, leaf in leaves}
+  wanted = {tensor_name(p): leaf for p, leaf in leaves}
   missing, extra = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
   if missing or extra:
     raise ValueError(f"{path} does not match the model config in metadata.json: missing "
