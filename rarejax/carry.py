@@ -185,7 +185,8 @@ def check_return_limits(model_config: ModelConfig, carry: pathlib.Path) -> int:
   """Number of params files the export will have; ValueError, before any training, when the
   export could not come back (more than OUT_MAX_FILES files or OUT_MAX_BYTES in all)."""
   leaves = jax.tree_util.tree_flatten_with_path(transformer.abstract_params(model_config))[0]
-  sizes = {release.tensor_name(path): int(np.prod(leaf.shape)) * 2 for path, leaf in leaves}  # bf16
+  sizes = {release.tensor_name(path): int(np.prod(leaf.shape)) * 2  # bfloat16
+           for path, leaf in leaves}
   shards = len(release.shard_groups(sizes, SHARD_BYTES))
   files = shards + len(OUT_SMALL_FILES)
   total = sum(sizes.values()) + (carry / TOKENIZER_FILE).stat().st_size + SMALL_FILES_BYTES

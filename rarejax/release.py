@@ -58,7 +58,8 @@ def tensor_name(path) -> str:
 def flatten(params: Any) -> dict[str, np.ndarray]:
   """{'/'-joined tree path: bfloat16 array} of a params tree."""
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {tensor_name(path): np.asarray(jax.device_get(leaf), np.float32).astype(ml_dtypes.bfloat16)
+  return {tensor_name(path):
+              np.asarray(jax.device_get(leaf), np.float32).astype(ml_dtypes.bfloat16)
           for path, leaf in leaves}
 
 
