@@ -301,7 +301,8 @@ def train(carry: str | os.PathLike, workdir: str | os.PathLike, out: str | os.Pa
       "peak_device_memory_bytes": _peak_memory(),
       "last_metrics": result.last_metrics, "platform": jax.default_backend(),
       "versions": _versions(),
-      "imported": sorted(m for m in sys.modules if m.split(".")[0] in NO_TF_MODULES)}
+      "imported": sorted(m for m, module in sys.modules.items()
+                         if module is not None and m.split(".")[0] in NO_TF_MODULES)}
   (out / REPORT_FILE).write_text(json.dumps(report, indent=1))
   return report
 
