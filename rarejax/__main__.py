@@ -3,6 +3,8 @@
   python -m rarejax diagnose --checkpoint EXPORT --file note.txt   (rarejax.diagnose)
   python -m rarejax evaluate --benchmark ... --checkpoint EXPORT     (rarejax.evaluate.run)
   python -m rarejax run --workdir runs/x --gin_file quickstart.gin  (rarejax.main: the pipeline)
+  python -m rarejax carry prepare|train ...                          (rarejax.carry: a stage on
+                                                                      an accelerator, no TF there)
 
 `rarejax COMMAND --help` shows each command's flags.
 """
@@ -15,7 +17,7 @@ from typing import Sequence
 from rarejax import startup
 
 COMMANDS = {"diagnose": "rarejax.diagnose", "evaluate": "rarejax.evaluate.run",
-            "run": "rarejax.main"}
+            "run": "rarejax.main", "carry": "rarejax.carry"}
 QUIET_COMMANDS = ("diagnose", "evaluate")  # libraries' start-up lines only with --verbose
 
 

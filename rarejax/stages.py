@@ -111,6 +111,23 @@ def _data_stage(ctx: pipeline.StageContext) -> dict:
           "summary": f"{len(names)} tasks, vocab {vocabulary.vocab_size}"}
 
 
+def training_provider(names: dict[str, str], rates: Mapping[str, float]) -> str:
+  """The registered Task or Mixture a training stage reads: its task roles (`names`: role → task)
+  mixed at their rates; an optional role no earlier stage produced is left out, with a warning."""
+  missing_optional = [r for r in rates if r in OPTIONAL_ROLES and r not in names]
+  if missing_optional and len(missing_optional) < len(rates):
+    logging.warning("train_stage.tasks: no %s data (no earlier stage produced any, e.g. a rers "
+                    "stage that kept no trajectory); training on %s only", missing_optional,
+                    [r for r in rates if r not in missing_optional])
+    rates = {r: rate for r, rate in rates.items() if r not in missing_optional}
+  unknown = [r for r in rates if r not in names]
+  if unknown:
+    raise ValueError(f"train_stage.tasks: unknown task role(s) {unknown}; known: {sorted(names)}")
+  if len(rates) == 1:
+    return names[next(iter(rates))]
+  return tasks_lib.register_mixture({names[r]: rate for r, rate in rates.items()})
+
+
 @gin.configurable("train_batches", denylist=["names", "data_dir", "rates", "sequence_length",
                                              "batch_size", "seed"])
 def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[str, float],
@@ -125,17 +142,7 @@ def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[s
   if input_pipeline not in ("cached", "seqio"):
     raise ValueError(f"train_batches.input_pipeline must be 'cached' or 'seqio', got "
                      f"{input_pipeline!r}")
-  missing_optional = [r for r in rates if r in OPTIONAL_ROLES and r not in names]
-  if missing_optional and len(missing_optional) < len(rates):
-    logging.warning("train_stage.tasks: no %s data (no earlier stage produced any, e.g. a rers "
-                    "stage that kept no trajectory); training on %s only", missing_optional,
-                    [r for r in rates if r not in missing_optional])
-    rates = {r: rate for r, rate in rates.items() if r not in missing_optional}
-  unknown = [r for r in rates if r not in names]
-  if unknown:
-    raise ValueError(f"train_stage.tasks: unknown task role(s) {unknown}; known: {sorted(names)}")
-  provider = (names[next(iter(rates))] if len(rates) == 1 else
-              tasks_lib.register_mixture({names[r]: rate for r, rate in rates.items()}))
+  provider = training_provider(names, rates)
   if input_pipeline == "cached":
     provider = token_cache.build_cache(provider, data_dir)
 
