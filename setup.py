@@ -27,6 +27,12 @@ DATA = [
     "tensorflow-datasets==4.9.10",
     "seqio==0.0.20",
 ]
+# The FastHPOCR concept recognizer (`--recognizer fasthpocr`); FastHPOCR 0.1.4 imports pronto
+# without declaring it.
+FASTHPOCR = [
+    "fasthpocr==0.1.4",
+    "pronto==2.7.4",
+]
 TEST = [
     "pytest",
     "pytest-xdist",
@@ -39,6 +45,9 @@ TEST = [
     "nbformat==5.11.1",
     "ipykernel==7.4.0",
 ]
+# rarejax as a PhEval runner (rarejax.pheval); PhEval 0.7 reads only the results its own
+# post-processing writes.
+PHEVAL = ["pheval==0.7.14"]
 
 setuptools.setup(
     name="rarejax",
@@ -47,6 +56,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["rarejax", "rarejax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"data": DATA, "test": TEST, "all": DATA + TEST},
-    entry_points={"console_scripts": ["rarejax=rarejax.__main__:main"]},
+    extras_require={"data": DATA, "fasthpocr": FASTHPOCR, "test": TEST, "pheval": PHEVAL,
+                    "all": DATA + FASTHPOCR + TEST},
+    entry_points={
+        "console_scripts": ["rarejax=rarejax.__main__:main"],
+        "pheval.plugins": ["rarejaxphevalrunner=rarejax.pheval.runner:RarejaxPhEvalRunner"],
+    },
 )

@@ -3,6 +3,8 @@
   python -m rarejax diagnose --checkpoint EXPORT --file note.txt   (rarejax.diagnose)
   python -m rarejax evaluate --benchmark ... --checkpoint EXPORT     (rarejax.evaluate.run)
   python -m rarejax run --workdir runs/x --gin_file quickstart.gin  (rarejax.main: the pipeline)
+  python -m rarejax carry prepare|train ...                          (rarejax.carry: a stage on
+                                                                      an accelerator, no TF there)
 
 `rarejax COMMAND --help` shows each command's flags.
 """
@@ -12,8 +14,11 @@ import importlib
 import sys
 from typing import Sequence
 
+from rarejax import startup
+
 COMMANDS = {"diagnose": "rarejax.diagnose", "evaluate": "rarejax.evaluate.run",
-            "run": "rarejax.main"}
+            "run": "rarejax.main", "carry": "rarejax.carry"}
+QUIET_COMMANDS = ("diagnose", "evaluate")  # libraries' start-up lines only with --verbose
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   if from_command_line:
     sys.argv[0] = f"rarejax {argv[0]}"  # usage lines name the subcommand
+  if argv[0] in QUIET_COMMANDS:  # before the command's imports (rarejax.startup)
+    startup.configure("--verbose" in argv[1:])
   return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 

@@ -11,7 +11,8 @@ For each input the model (greedy by default) writes its reasoning and a ranked d
 every entry is grounded to a disease id (rarejax.evaluate.model_method, the evaluation's
 grounding), and the note's findings — HPO concepts recognized in the note, or a phenopacket's
 structured phenotypes — are matched to each candidate's annotations (rarejax.evaluate.evidence):
-which support it, which argue against it.
+which support it, which argue against it. rarejax's concept recognizer finds them, or FastHPOCR's
+with --recognizer fasthpocr (the 'fasthpocr' extra).
 
 Inputs: --note TEXT, --file PATH ('-' reads stdin), --phenopacket PATH (rendered to a note with
 the knowledge base), or --batch DIR (every .txt note and .json phenopacket under it, one result
@@ -37,8 +38,10 @@ from rarejax import atomic_io
 from rarejax import cases as cases_lib
 from rarejax import knowledge
 from rarejax import release
+from rarejax import startup
 from rarejax.evaluate import concepts
 from rarejax.evaluate import evidence
+from rarejax.evaluate import fasthpocr
 from rarejax.evaluate import generation
 from rarejax.evaluate import model_method
 from rarejax.train import checkpoint
@@ -146,16 +149,16 @@ class Resources:
   """What diagnosing needs besides the inputs, loaded once: knowledge, its indexes, the model."""
   kb: knowledge.KnowledgeBase
   index: knowledge.GroundingIndex
-  recognizer: concepts.ConceptRecognizer
+  recognizer: concepts.Recognizer
   finder: evidence.EvidenceFinder
   model: model_method.LoadedModel
 
 
 def load_resources(args: argparse.Namespace) -> Resources:
-  """Knowledge (with --ordo/--mondo_sssom), grounding index, concept recognizer, the export."""
+  """Knowledge (with --ordo/--mondo_sssom), grounding index, --recognizer, the export."""
   kb = knowledge.load_knowledge(ordo_path=args.ordo, mondo_sssom_paths=args.mondo_sssom)
   index = knowledge.GroundingIndex.from_knowledge(kb)
-  return Resources(kb, index, concepts.ConceptRecognizer.from_knowledge(kb),
+  return Resources(kb, index, concepts.make_recognizer(args.recognizer, kb),
                    evidence.EvidenceFinder(kb, index.equivalence),
                    model_method.load_model(args.checkpoint, args.vocabulary))
 
@@ -283,11 +286,17 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--top_k", type=int, default=10, help="candidates in the differential")
   parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--recognizer", choices=concepts.RECOGNIZERS, default="rarejax",
+                      help="HPO concept recognizer that finds the note's findings (the evidence "
+                      "per candidate): rarejax's own, or FastHPOCR (the 'fasthpocr' extra)")
   parser.add_argument("--ordo", default=None, help="ORDO JSON (names, synonyms, xrefs)")
   parser.add_argument("--mondo_sssom", action="append", default=[],
                       help="MONDO exact-match SSSOM file (repeatable)")
   parser.add_argument("--json", action="store_true", help="print the JSON document")
   parser.add_argument("--out", default=None, help="also write the JSON document to this file")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the libraries' start-up messages (TensorFlow, XLA, absl, CUDA), "
+                      "hidden by default (rarejax.startup)")
   return parser
 
 
@@ -306,6 +315,7 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
+  startup.configure(args.verbose)
   _check(args, parser)
   args.checkpoint = args.checkpoint or str(release.DEFAULT_RELEASE)
   if hasattr(sys.stdout, "reconfigure"):
@@ -322,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _error(f"{args.batch}: none of the {len(failures)} files could be read (see above)")
   try:
     resources = load_resources(args)
+  except fasthpocr.MissingExtraError as err:
+    return _error(str(err))
   except (FileNotFoundError, ValueError, checkpoint.CorruptCheckpointError) as err:
     return _error(f"{args.checkpoint}: {err}")
   method = make_method(args, resources)

@@ -62,6 +62,7 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
                          exclude_pmids_files: Sequence[str] = (),
                          heldout_phenopackets: Sequence[str] = (),
                          validation_fraction: float = 0.2, split_seed: int = 0,
+                         inner_split: bool = False,
                          ordo_path: str | None = None,
                          mondo_sssom_paths: Sequence[str] = (),
                          skip_missing_heldout: bool = False) -> knowledge.KnowledgeBase:
@@ -69,7 +70,10 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
 
   The honest protocol: the validation publications of `heldout_phenopackets` (split by
   publication exactly as the real-case dataset splits them: same fraction and seed) are added
-  to `exclude_pmids`, so no annotation row citing an evaluated paper reaches any stage.
+  to `exclude_pmids`, so no annotation row citing an evaluated paper reaches any stage. With
+  `inner_split` (developing on the inner split of the training publications,
+  cases.development_split), the inner validation and the outer validation publications are both
+  excluded: the knowledge of the inner experiment is what the outer one would be, one split deeper.
   `exclude_pmids_files` add the PubMed ids of text files (one per line, 'PMID:123' or '123', '#'
   comments; knowledge.read_pmid_file), e.g. the benchmark publications a released model must not
   have read: ../shared/data/phenopacket-store/benchmark_pmids.txt.
@@ -84,8 +88,8 @@ def experiment_knowledge(exclude_pmids: Sequence[str] = (),
                       "publications are not excluded from the knowledge", source)
       continue
     read, _ = cases.read_phenopackets(source)
-    split = cases.split_by_publication(read, validation_fraction, split_seed)
-    excluded += cases.pmids(c for c in split if c.split == "validation")
+    split = cases.development_split(read, validation_fraction, split_seed, inner_split)
+    excluded += cases.pmids(c for c in split if c.split != "train")
   return knowledge.load_knowledge(exclude_pmids=(*exclude_pmids, *excluded), ordo_path=ordo_path,
                                   mondo_sssom_paths=mondo_sssom_paths)
 
@@ -107,6 +111,23 @@ def _data_stage(ctx: pipeline.StageContext) -> dict:
           "summary": f"{len(names)} tasks, vocab {vocabulary.vocab_size}"}
 
 
+def training_provider(names: dict[str, str], rates: Mapping[str, float]) -> str:
+  """The registered Task or Mixture a training stage reads: its task roles (`names`: role → task)
+  mixed at their rates; an optional role no earlier stage produced is left out, with a warning."""
+  missing_optional = [r for r in rates if r in OPTIONAL_ROLES and r not in names]
+  if missing_optional and len(missing_optional) < len(rates):
+    logging.warning("train_stage.tasks: no %s data (no earlier stage produced any, e.g. a rers "
+                    "stage that kept no trajectory); training on %s only", missing_optional,
+                    [r for r in rates if r not in missing_optional])
+    rates = {r: rate for r, rate in rates.items() if r not in missing_optional}
+  unknown = [r for r in rates if r not in names]
+  if unknown:
+    raise ValueError(f"train_stage.tasks: unknown task role(s) {unknown}; known: {sorted(names)}")
+  if len(rates) == 1:
+    return names[next(iter(rates))]
+  return tasks_lib.register_mixture({names[r]: rate for r, rate in rates.items()})
+
+
 @gin.configurable("train_batches", denylist=["names", "data_dir", "rates", "sequence_length",
                                              "batch_size", "seed"])
 def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[str, float],
@@ -121,17 +142,7 @@ def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[s
   if input_pipeline not in ("cached", "seqio"):
     raise ValueError(f"train_batches.input_pipeline must be 'cached' or 'seqio', got "
                      f"{input_pipeline!r}")
-  missing_optional = [r for r in rates if r in OPTIONAL_ROLES and r not in names]
-  if missing_optional and len(missing_optional) < len(rates):
-    logging.warning("train_stage.tasks: no %s data (no earlier stage produced any, e.g. a rers "
-                    "stage that kept no trajectory); training on %s only", missing_optional,
-                    [r for r in rates if r not in missing_optional])
-    rates = {r: rate for r, rate in rates.items() if r not in missing_optional}
-  unknown = [r for r in rates if r not in names]
-  if unknown:
-    raise ValueError(f"train_stage.tasks: unknown task role(s) {unknown}; known: {sorted(names)}")
-  provider = (names[next(iter(rates))] if len(rates) == 1 else
-              tasks_lib.register_mixture({names[r]: rate for r, rate in rates.items()}))
+  provider = training_provider(names, rates)
   if input_pipeline == "cached":
     provider = token_cache.build_cache(provider, data_dir)
 

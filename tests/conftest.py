@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: paths to the optional development data in ../shared/data."""
+"""Shared pytest fixtures: the embedded knowledge, development data paths, tiny phenopackets."""
+import json
 import pathlib
 
 import pytest
@@ -12,6 +13,31 @@ def shared_path(*parts: str) -> pathlib.Path:
   if not path.exists():
     pytest.skip(f"development data not present: {path}")
   return path
+
+
+def phenopacket(pmid: str, number: int) -> dict:
+  """A minimal valid phenopacket: one Marfan patient with arachnodactyly, citing PMID `pmid`."""
+  return {
+      "id": f"PMID_{pmid}_P{number}",
+      "subject": {"id": f"P{number}", "sex": "FEMALE"},
+      "phenotypicFeatures": [{"type": {"id": "HP:0001166", "label": "Arachnodactyly"}}],
+      "interpretations": [{"id": "i1", "progressStatus": "SOLVED", "diagnosis": {
+          "disease": {"id": "OMIM:154700", "label": "Marfan syndrome"}}}],
+      "metaData": {"created": "2024-01-01T00:00:00Z", "phenopacketSchemaVersion": "2.0.2",
+                   "externalReferences": [{"id": f"PMID:{pmid}"}]},
+  }
+
+
+@pytest.fixture
+def phenopacket_folder(tmp_path):
+  """Writes one phenopacket per PMID (digits only) into a fresh folder; returns the folder."""
+  def write(pmids) -> pathlib.Path:
+    folder = tmp_path / "packets"
+    folder.mkdir()
+    for number, pmid in enumerate(pmids):
+      (folder / f"PMID_{pmid}_P{number}.json").write_text(json.dumps(phenopacket(pmid, number)))
+    return folder
+  return write
 
 
 @pytest.fixture(scope="session")

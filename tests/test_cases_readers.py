@@ -271,3 +271,25 @@ def test_split_by_publication_is_deterministic_and_whole():
   assert cases.pmids(split) == sorted({f"PMID:{i}" for i in range(50)})
   train_pmids = set(cases.pmids(c for c in split if c.split == "train"))
   assert not train_pmids & set(cases.pmids(c for c in split if c.split == "validation"))
+
+
+def test_development_split_inner_splits_the_training_publications_again():
+  pool = [Case(id=f"c{i}", note="", gold_ids=("OMIM:1",), pmid=f"PMID:{i % 60}")
+          for i in range(300)]
+  outer = cases.development_split(pool, 0.3, seed=4)
+  assert outer == cases.split_by_publication(pool, 0.3, seed=4)
+  inner = cases.development_split(pool, 0.3, seed=4, inner=True)
+  assert [c.id for c in inner] == [c.id for c in pool]
+  for before, after in zip(outer, inner):  # outer validation is held out, never inner validation
+    assert (after.split == cases.HELDOUT) == (before.split == "validation")
+  outer_train = [c for c in outer if c.split == "train"]
+  again = cases.split_by_publication(outer_train, 0.3, seed=4 + cases.INNER_SEED_OFFSET)
+  assert ([c.split for c in again] ==
+          [c.split for c in inner if c.split != cases.HELDOUT])  # the evaluate tuning split
+  by_pmid = {}
+  for case in inner:
+    by_pmid.setdefault(case.pmid, set()).add(case.split)
+  assert all(len(s) == 1 for s in by_pmid.values())
+  counts = {s: sum(v == {s} for v in by_pmid.values()) for s in ("train", "validation", "heldout")}
+  assert all(n > 0 for n in counts.values()) and counts["train"] > counts["validation"]
+  assert Case(id="h", note="", gold_ids=(), split=cases.HELDOUT).split == "heldout"

@@ -214,3 +214,30 @@ def test_first_entry_ranking_needs_id_pieces_id_answers_and_no_reasoning():
   assert spec.first_entry_ranking
   for change in ({"reasoning": "brief"}, {"answer": "name_id"}, {"id_pieces": False}):
     assert not dataclasses.replace(spec, **change).first_entry_ranking
+
+
+def test_real_cases_on_the_inner_split_leave_the_outer_validation_out(kb, subset, tmp_path):
+  folder = tmp_path / "texts"
+  folder.mkdir()
+  pmids = [f"PMID:{200 + i}" for i in range(8)]
+  for i, pmid in enumerate(pmids):
+    disease = subset[i % len(subset)]
+    finding = corpus.lower_first(corpus.findings(kb, kb.diseases[disease])[0].name)
+    (folder / f"PMID_{i}.txt").write_text(TEXT_CASE.format(pmid=200 + i, disease=disease,
+                                                           finding=finding))
+  pool = [cases.Case(id=p, note="", gold_ids=(), pmid=p) for p in pmids]
+
+  def split_of(seed):
+    return {c.pmid: c.split for c in cases.development_split(pool, 0.4, seed, inner=True)}
+  seed = next(s for s in range(1000)  # a seed that fills the three splits
+              if set(split_of(s).values()) == {"train", "validation", cases.HELDOUT})
+  config = builders.RealConfig.create(kb, texts=[folder], validation_fraction=0.4,
+                                      split_seed=seed, inner_split=True)
+  builder = builders.prepare(config, tmp_path / "data", kb)
+  got = {split: sorted(e["pmid"] for e in builders.examples(builder, split))
+         for split in builder.info.splits}
+  want = {s: sorted(p for p, v in split_of(seed).items() if v == s)
+          for s in ("train", "validation")}
+  assert got == want
+  outer = builders.RealConfig.create(kb, texts=[folder], validation_fraction=0.4, split_seed=seed)
+  assert outer.name != config.name

@@ -32,7 +32,8 @@ def export(tmp_path_factory):
 @pytest.fixture(scope="module")
 def resources(export):
   return diagnose.load_resources(argparse.Namespace(checkpoint=export, vocabulary=None,
-                                                    ordo=None, mondo_sssom=[]))
+                                                    ordo=None, mondo_sssom=[],
+                                                    recognizer="rarejax"))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rarejax.cases import Case
+from rarejax.cases import Case, pmids
 from rarejax.evaluate import benchmarks
 
 TEXT_CASE = """[source]
@@ -50,6 +50,20 @@ def test_jsonl_and_texts_benchmarks_exclude_their_publications(tmp_path):
   texts = benchmarks.load_texts(tmp_path / "texts")
   assert texts.cases[0].gold_ids == ("OMIM:154700",) and texts.config["kind"] == "texts"
   assert benchmarks.knowledge_exclusions([jsonl, texts]) == ["PMID:111", "PMID:2"]
+
+
+def test_inner_phenopacket_benchmark_excludes_the_outer_validation_too(kb, phenopacket_folder):
+  folder = phenopacket_folder([str(20_000_000 + i) for i in range(30)])
+  outer = benchmarks.load_phenopackets(folder, kb, "validation", 0.3, seed=0)
+  inner = benchmarks.load_phenopackets(folder, kb, "inner", 0.3, seed=0)
+  outer_val, outer_train = set(pmids(outer.cases)), set(pmids(outer.train_cases))
+  inner_val, inner_train = set(pmids(inner.cases)), set(pmids(inner.train_cases))
+  assert inner_val and inner_train and outer_val
+  assert inner_val | inner_train == outer_train and not inner_val & inner_train
+  assert set(inner.heldout_pmids) == outer_val and outer.heldout_pmids == ()
+  assert set(inner.exclude_pmids) == inner_val | outer_val
+  assert inner.config["n_heldout_publications"] == len(outer_val)
+  assert benchmarks.parse_spec(f"phenopackets:{folder}:inner").split == "inner"
 
 
 def test_simulated_benchmark_is_deterministic_and_excludes_nothing(kb):

@@ -27,7 +27,7 @@ def small_store(tmp_path_factory):
 def test_phenopacket_dev_protocol_on_a_subset(small_store, tmp_path, kb):
   out = tmp_path / "dev"
   assert run.main(["--benchmark", f"phenopackets:{small_store}:validation", "--out", str(out),
-                   "--n_bootstrap", "50", "--no_pheval", "--quiet"]) == 0
+                   "--n_bootstrap", "50", "--quiet"]) == 0
   doc = json.loads((out / "metrics.json").read_text())
   bench = doc["benchmarks"]["phenopackets_validation"]
   cases, _ = read_phenopackets(small_store, kb=kb)

@@ -119,19 +119,6 @@ def test_case_tsv_rows(written):
           and r["method"] == "ranker.text"} == {""}
 
 
-def test_pheval_result_files(written):
-  folder, _ = written
-  files = sorted((folder / "pheval").rglob("*.tsv"))
-  assert len(files) == 4 + 4 + 3
-  target = folder / "pheval" / "hand" / "ranker.text" / "pheval_disease_results"
-  with open(target / "case_1-pheval_disease_result.tsv", newline="") as stream:
-    rows = list(csv.DictReader(stream, delimiter="\t"))
-  assert list(rows[0]) == ["rank", "score", "disease_name", "disease_identifier"]
-  assert rows[2]["disease_identifier"] == "OMIM:100002" and rows[0]["rank"] == "1"
-  assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows),
-                                                     reverse=True)
-
-
 def test_markdown_links_plots_that_exist(written):
   folder, paths = written
   text = paths["report"].read_text()

@@ -76,4 +76,3 @@ def test_tiny_honest_run_end_to_end(kb, tmp_path, capsys):
   assert doc["provenance"]["config"]["n_train_cases"] == 9
   assert "fusion_tuning" in doc["provenance"]["knowledge_stamps"]
   assert (out / "report.md").exists() and (out / "cases.tsv").exists()
-  assert len(list((out / "pheval").rglob("*.tsv"))) == 8 * (8 + 3)

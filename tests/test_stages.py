@@ -1,40 +1,37 @@
 """Tests for the stage wiring: honest-protocol exclusions from held-out phenopackets, HF import stage."""
-import json
 import pathlib
 
 import jax
 import numpy as np
 import pytest
 
-from rarejax import pipeline, stages
+from rarejax import cases, pipeline, stages
 from rarejax.model import transformer
 from rarejax.model.config import ModelConfig
 from rarejax.train import stage as train_stage_lib
 
 
-def _phenopacket(pmid: str, number: int) -> dict:
-  return {
-      "id": f"PMID_{pmid}_P{number}",
-      "subject": {"id": f"P{number}", "sex": "FEMALE"},
-      "phenotypicFeatures": [{"type": {"id": "HP:0001166", "label": "Arachnodactyly"}}],
-      "interpretations": [{"id": "i1", "progressStatus": "SOLVED", "diagnosis": {
-          "disease": {"id": "OMIM:154700", "label": "Marfan syndrome"}}}],
-      "metaData": {"created": "2024-01-01T00:00:00Z", "phenopacketSchemaVersion": "2.0.2",
-                   "externalReferences": [{"id": f"PMID:{pmid}"}]},
-  }
-
-
-def test_validation_publications_of_heldout_phenopackets_are_excluded(tmp_path):
-  folder = tmp_path / "packets"
-  folder.mkdir()
-  for number, pmid in enumerate(("31772430", "11111111")):
-    (folder / f"PMID_{pmid}_P{number}.json").write_text(json.dumps(_phenopacket(pmid, number)))
+def test_validation_publications_of_heldout_phenopackets_are_excluded(phenopacket_folder):
+  folder = phenopacket_folder(("31772430", "11111111"))
   kb = stages.experiment_knowledge(heldout_phenopackets=[str(folder)], validation_fraction=1.0)
   assert {"PMID:31772430", "PMID:11111111"} <= set(kb.version.excluded_pmids)
   assert kb.version.n_excluded_rows > 0                 # PMID:31772430 is cited by Marfan rows
   none_held_out = stages.experiment_knowledge(heldout_phenopackets=[str(folder)],
                                               validation_fraction=0.0)
   assert none_held_out.version.excluded_pmids == ()
+
+
+def test_inner_split_excludes_inner_and_outer_validation_publications(phenopacket_folder):
+  numbers = [str(10_000_000 + i) for i in range(40)]
+  folder = phenopacket_folder(numbers)
+  read, _ = cases.read_phenopackets(folder)
+  split = {c.pmid: c.split for c in cases.development_split(read, 0.3, 0, inner=True)}
+  assert set(split.values()) == {"train", "validation", cases.HELDOUT}
+  outer = stages.experiment_knowledge(heldout_phenopackets=[str(folder)], validation_fraction=0.3)
+  inner = stages.experiment_knowledge(heldout_phenopackets=[str(folder)], validation_fraction=0.3,
+                                      inner_split=True)
+  assert set(outer.version.excluded_pmids) == {p for p, s in split.items() if s == cases.HELDOUT}
+  assert set(inner.version.excluded_pmids) == {p for p, s in split.items() if s != "train"}
 
 
 def test_missing_heldout_phenopackets_are_an_error_unless_skipped(tmp_path, caplog):

@@ -98,3 +98,11 @@ def test_sigterm_saves_and_stops(tmp_path):
   assert result.stopped == "preempted" and result.step == 4
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert steps[-1] == 4
+
+
+def test_time_limit_saves_stops_and_resumes(tmp_path):
+  stopped = _train(tmp_path, 1000, max_seconds=1e-9)  # past the deadline after the first step
+  assert stopped.stopped == "time_limit" and stopped.step == 1 and stopped.start_step == 0
+  assert stopped.loop_seconds > 0
+  resumed = _train(tmp_path, 3)
+  assert resumed.stopped == "completed" and resumed.start_step == 1 and resumed.step == 3

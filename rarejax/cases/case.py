@@ -10,7 +10,9 @@ import re
 from typing import Any, Iterator, Mapping
 
 SEXES = ("MALE", "FEMALE")
-SPLITS = ("", "train", "validation", "test")
+# outer validation cases while developing on the inner split (split.development_split)
+HELDOUT = "heldout"
+SPLITS = ("", "train", "validation", "test", HELDOUT)
 SOURCES = ("", "phenopacket", "text", "jsonl", "simulated")
 _INDEX = re.compile(r"\[\d+\]")
 

@@ -133,6 +133,9 @@ class RealConfig(RarejaxConfig):
   source_digests: tuple[str, ...] = ()  # filled by create: content hash of every source
   validation_fraction: float = 0.2  # of publications
   split_seed: int = 0
+  # the inner split of the training publications (cases.development_split): its validation
+  # publications are the 'validation' split, the outer validation cases are left out entirely
+  inner_split: bool = False
   render: cases_lib.RenderConfig = dataclasses.field(default_factory=cases_lib.RenderConfig)
   n_ranked: int = 10
   reasoning: str = "full"
@@ -368,7 +371,9 @@ class RealCases(RarejaxBuilder, skip_registration=True):
     if config.diseases:
       keep = set(config.diseases)
       cases = [c for c in cases if keep.intersection(c.gold_ids)]
-    cases = cases_lib.split_by_publication(cases, config.validation_fraction, config.split_seed)
+    cases = [c for c in cases_lib.development_split(cases, config.validation_fraction,
+                                                    config.split_seed, config.inner_split)
+             if c.split != cases_lib.HELDOUT]
     train = [c for c in cases if c.split == "train"]
     rendered = {"train": [], "validation": cases_lib.render_cases(
         [c for c in cases if c.split == "validation"], self.kb, config.render, config.seed)}

@@ -4,6 +4,7 @@ rarejax.data.token_cache tokenizes each task once (through seqio) into
 <data_dir>/token_cache/:
 
   <task>/<split>/inputs.npy, targets.npy            int32 [tokens]: the examples, concatenated
+                                                     (uint16 in a carried copy: rarejax.carry)
   <task>/<split>/inputs_offsets.npy, ...offsets.npy  int64 [N + 1]: example i is [o[i], o[i+1])
   <task>/<split>/meta.json   task, split, examples, tokens, vocabulary fingerprint, bos/pad ids
   <provider>/rates.json      {task: sampling rate}: {task: 1.0} for a Task, a Mixture's tasks

@@ -58,6 +58,8 @@ class DataSpec:
   texts: tuple[str, ...] = ()
   jsonl: tuple[str, ...] = ()
   validation_fraction: float = 0.2
+  # develop on the inner split of the training publications (builders.RealConfig.inner_split)
+  inner_split: bool = False
   real_renderings: int = 1  # notes per real 'train' case (builders.RealConfig.renderings)
   real_mask_rate: float = 0.0  # findings dropped from each further rendering
   vocab_size: int = 8192
@@ -120,8 +122,8 @@ def make_configs(kb: knowledge.KnowledgeBase, spec: DataSpec,
     real = builders.RealConfig.create(
         kb, diseases=diseases if spec.n_diseases is not None else (), seed=spec.seed,
         phenopackets=spec.phenopackets, texts=spec.texts, jsonl=spec.jsonl,
-        validation_fraction=spec.validation_fraction, render=spec.render,
-        n_ranked=spec.n_ranked, reasoning=spec.reasoning, instruction=spec.instruction,
+        validation_fraction=spec.validation_fraction, inner_split=spec.inner_split,
+        render=spec.render, n_ranked=spec.n_ranked, reasoning=spec.reasoning, instruction=spec.instruction,
         answer=spec.answer, renderings=spec.real_renderings, mask_rate=spec.real_mask_rate)
   return knowledge_config, simulated, real
 

@@ -4,9 +4,13 @@ the publications the honest protocol must exclude from the knowledge for each.
 Spec strings (the `--benchmark` flag of `python -m rarejax.evaluate.run`):
 
   phenopackets:PATH[:SPLIT]     a phenopacket zip, directory or file, rendered to notes; SPLIT is
-                                'all' (default) or 'validation': the validation publications of
+                                'all' (default), 'validation' (the validation publications of
                                 `split_by_publication(fraction, seed)` are evaluated and the
-                                training publications' cases come along as training cases
+                                training publications' cases come along as training cases) or
+                                'inner' (the same, one level down, for choices made while
+                                developing: cases.development_split(inner=True); the outer
+                                validation publications are left out and excluded from the
+                                knowledge)
   texts:PATH                    a case-text file or directory of *.txt (rarejax.cases.text)
   jsonl:PATH                    JSON Lines of {id, note, gold_ids, ...Case fields}
   simulated:N_DISEASES:N_PER    N_PER simulated patients of each of N_DISEASES OMIM diseases drawn
@@ -22,12 +26,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from rarejax import knowledge
-from rarejax.cases import (Case, PatientSimulator, ReadReport, RenderConfig, SimulatorConfig,
-                           pmids, read_jsonl, read_phenopackets, read_text_cases, render_cases,
-                           split_by_publication)
+from rarejax.cases import (HELDOUT, Case, PatientSimulator, ReadReport, RenderConfig,
+                           SimulatorConfig, development_split, pmids, read_jsonl,
+                           read_phenopackets, read_text_cases, render_cases)
 
 KINDS = ("phenopackets", "texts", "jsonl", "simulated")
-PHENOPACKET_SPLITS = ("all", "validation")
+PHENOPACKET_SPLITS = ("all", "validation", "inner")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Benchmark:
     train_cases: training-publication cases of a development split (empty otherwise).
     from_publications: True for real cases: their publications must be excluded from the
       knowledge used to evaluate them (`exclude_pmids`). False for simulated cases.
+    heldout_pmids: publications neither evaluated nor trained on that the knowledge must not
+      contain either (the outer validation publications of an 'inner' development split).
   """
   name: str
   cases: tuple[Case, ...]
@@ -49,6 +55,7 @@ class Benchmark:
   config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   train_cases: tuple[Case, ...] = ()
   from_publications: bool = True
+  heldout_pmids: tuple[str, ...] = ()
 
   def __post_init__(self):
     if not self.cases:
@@ -61,7 +68,9 @@ class Benchmark:
   @property
   def exclude_pmids(self) -> tuple[str, ...]:
     """The publications whose annotation rows the evaluation knowledge must not contain."""
-    return tuple(pmids(self.cases)) if self.from_publications else ()
+    if not self.from_publications:
+      return ()
+    return tuple(sorted({*pmids(self.cases), *self.heldout_pmids}))
 
 
 def knowledge_exclusions(benchmarks: Iterable[Benchmark]) -> list[str]:
@@ -88,7 +97,8 @@ def load_phenopackets(path: str | pathlib.Path, kb: knowledge.KnowledgeBase, spl
                       validation_fraction: float = 0.2, seed: int = 0,
                       render_config: RenderConfig = RenderConfig(), render_seed: int = 0,
                       name: str | None = None) -> Benchmark:
-  """Phenopackets rendered to notes; `split='validation'` gives the development protocol's cases.
+  """Phenopackets rendered to notes; `split='validation'` gives the development protocol's cases,
+  `split='inner'` those of its inner split (see the module docstring).
 
   `kb` maps obsolete/alternative HPO ids and writes the notes (it never leaks into rankings;
   pass the full knowledge base).
@@ -103,16 +113,20 @@ def load_phenopackets(path: str | pathlib.Path, kb: knowledge.KnowledgeBase, spl
             "n_skipped": report.n_skipped, "render": dataclasses.asdict(render_config),
             "render_seed": render_seed}
   train: list[Case] = []
-  if split == "validation":
-    cases = split_by_publication(cases, validation_fraction, seed)
+  heldout: list[str] = []
+  if split != "all":
+    cases = development_split(cases, validation_fraction, seed, inner=split == "inner")
     train = [c for c in cases if c.split == "train"]
+    heldout = pmids(c for c in cases if c.split == HELDOUT)
     cases = [c for c in cases if c.split == "validation"]
     config.update(validation_fraction=validation_fraction, split_seed=seed,
-                  n_train_cases=len(train), n_train_publications=len(pmids(train)))
+                  n_train_cases=len(train), n_train_publications=len(pmids(train)),
+                  n_heldout_publications=len(heldout))
   source = (f"{len(cases)} phenopackets from {path.name}"
-            + (f" (validation publications: {validation_fraction:.0%}, seed {seed})"
-               if split == "validation" else ""))
-  return Benchmark(name or f"phenopackets_{split}", tuple(cases), source, config, tuple(train))
+            + (f" ({split} validation publications: {validation_fraction:.0%}, seed {seed})"
+               if split != "all" else ""))
+  return Benchmark(name or f"phenopackets_{split}", tuple(cases), source, config, tuple(train),
+                   heldout_pmids=tuple(heldout))
 
 
 def load_texts(path: str | pathlib.Path, name: str | None = None) -> Benchmark:

@@ -24,14 +24,19 @@ enough to be a fair baseline:
   'or', ','). Pseudo-negations ('no increase', 'not only') negate nothing. A section header
   'Pertinent negatives:' negates everything up to the next blank line.
 A term mentioned both affirmed and negated counts as observed.
+
+Negation is its own step (`NegationDetector`), so that another recognizer's mentions get the same
+cues and scopes: `make_recognizer` builds either of RECOGNIZERS, this module's dictionary
+('rarejax') or FastHPOCR's index with this negation ('fasthpocr', rarejax.evaluate.fasthpocr).
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import re
 import unicodedata
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 from rarejax import knowledge
 from rarejax.knowledge import ontology as ontology_lib
@@ -70,6 +75,7 @@ _END = ""  # trie key marking the end of a phrase (no token is empty)
 # Dictionary priorities (lower wins when one phrase names several terms).
 _LABEL, _EXACT, _VARIANT, _RELATED = 0, 1, 2, 3
 _VARIANT_KINDS = ("layperson", "uk_spelling", "plural_form")
+RECOGNIZERS = ("rarejax", "fasthpocr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +94,23 @@ class Recognized:
   observed: tuple[str, ...]
   excluded: tuple[str, ...]
   mentions: tuple[Mention, ...]
+
+  @classmethod
+  def from_mentions(cls, mentions: Sequence[Mention]) -> Recognized:
+    """Observed and excluded ids of note-ordered mentions; affirmed anywhere means observed."""
+    observed = tuple(dict.fromkeys(m.hpo_id for m in mentions if not m.negated))
+    excluded = tuple(dict.fromkeys(m.hpo_id for m in mentions
+                                   if m.negated and m.hpo_id not in observed))
+    return cls(observed, excluded, tuple(mentions))
+
+
+class Recognizer(Protocol):
+  """What the text pipeline needs of a concept recognizer (this module's, or `fasthpocr`'s)."""
+  name: str  # 'rarejax' or 'fasthpocr' (RECOGNIZERS)
+  config: Any  # a dataclass: what the report records
+
+  def recognize(self, note: str) -> Recognized:
+    ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,18 +222,148 @@ def _cue_trie() -> _Trie:
   return trie
 
 
+class NegationDetector:
+  """NegEx-style negation of mentions in a note (the cues and scopes of the module docstring).
+
+  Works on token spans of `tokenize`, whoever found the mentions: this module's dictionary
+  (`negated`) or another recognizer's character spans (`negated_chars`).
+  """
+
+  def __init__(self, window: int = RecognizerConfig.negation_window):
+    self.window = window  # words, besides mentions and list glue, that a cue reaches across
+    self._cues = _cue_trie()
+
+  def negated(self, note: str, tokens: Sequence[_Token], spans: Sequence[_Span]) -> set[int]:
+    """Indices (into `spans`) of negated mentions.
+
+    Args:
+      note: the text.
+      tokens: `tokenize(note)`.
+      spans: (start token, end token, anything) of each mention: sorted, not overlapping.
+    """
+    words = [t[0] for t in tokens]
+    breaks = [i == 0 or bool(_SENTENCE_BREAK.search(note, tokens[i - 1][2], tokens[i][1]))
+              for i in range(len(tokens))]
+    mention_at = {i: k for k, (i, _, _) in enumerate(spans)}
+    mention_end = {j - 1: k for k, (_, j, _) in enumerate(spans)}
+    inside = set()
+    for i, j, _ in spans:
+      inside.update(range(i, j))
+    negated: set[int] = set()
+    i = 0
+    while i < len(words):
+      cue = None if i in inside else self._cue_at(words, i, inside)
+      if cue is None:
+        i += 1
+        continue
+      kind, end = cue
+      if kind == _PRE:
+        negated |= self._scope_forward(end, words, breaks, mention_at, spans)
+      elif kind == _POST:
+        negated |= self._scope_backward(i - 1, words, breaks, mention_end, spans)
+      elif kind == _SECTION:
+        negated |= self._section(note, tokens, end, mention_at)
+      i = end
+    return negated
+
+  def negated_chars(self, note: str, spans: Sequence[tuple[int, int]]) -> list[bool]:
+    """Whether each character span [start, end) of `note` is negated; spans may overlap.
+
+    Each span covers the words it touches; overlapping spans are merged into one mention (a
+    cue reaches all of it or none), and a span that touches no word is never negated.
+    """
+    tokens = tokenize(note)
+    starts = [t[1] for t in tokens]
+    ends = [t[2] for t in tokens]
+    covered = [(bisect.bisect_right(ends, start), bisect.bisect_left(starts, end))
+               for start, end in spans]  # [first token ending after start, first starting at end)
+    merged: list[list[int]] = []  # [start token, end token] of each merged mention
+    group = [-1] * len(spans)
+    for k in sorted(range(len(spans)), key=lambda k: covered[k]):
+      i, j = covered[k]
+      if i >= j:
+        continue
+      if merged and i < merged[-1][1]:
+        merged[-1][1] = max(merged[-1][1], j)
+      else:
+        merged.append([i, j])
+      group[k] = len(merged) - 1
+    negated = self.negated(note, tokens, [(i, j, None) for i, j in merged])
+    return [g >= 0 and g in negated for g in group]
+
+  def _cue_at(self, words: Sequence[str], i: int, inside: set[int]) -> tuple[str, int] | None:
+    """(kind, end token) of the longest cue at token i that does not run into a mention."""
+    for end, kinds in reversed(self._cues.matches_at(words, i)):
+      if not inside.intersection(range(i, end)):
+        return kinds[0], end
+    return None
+
+  def _scope_forward(self, i: int, words: Sequence[str], breaks: Sequence[bool],
+                     mention_at: dict[int, int], spans: Sequence[_Span]) -> set[int]:
+    """Mentions a pre-negation cue ending before token i reaches."""
+    out, budget = set(), self.window
+    while i < len(words) and not breaks[i] and self._continues(words, i, mention_at):
+      if i in mention_at:
+        out.add(mention_at[i])
+        i = spans[mention_at[i]][1]
+        continue
+      if words[i] not in LIST_GLUE:
+        budget -= 1
+        if budget < 0:
+          break
+      i += 1
+    return out
+
+  def _scope_backward(self, i: int, words: Sequence[str], breaks: Sequence[bool],
+                      mention_end: dict[int, int], spans: Sequence[_Span]) -> set[int]:
+    """Mentions a post-negation cue starting after token i reaches."""
+    out, budget = set(), self.window
+    while i >= 0:
+      if i in mention_end:
+        out.add(mention_end[i])
+        i = spans[mention_end[i]][0]
+      elif self._is_stop(words, i):
+        break
+      elif words[i] not in LIST_GLUE:
+        budget -= 1
+        if budget < 0:
+          break
+      if breaks[i]:
+        break
+      i -= 1
+    return out
+
+  def _continues(self, words: Sequence[str], i: int, mention_at: dict[int, int]) -> bool:
+    """True while token i may continue a forward scope (no terminator starts here)."""
+    return i in mention_at or not self._is_stop(words, i)
+
+  def _is_stop(self, words: Sequence[str], i: int) -> bool:
+    return any(_STOP in kinds for _, kinds in self._cues.matches_at(words, i))
+
+  @staticmethod
+  def _section(note: str, tokens: Sequence[_Token], end: int, mention_at: dict[int, int]
+               ) -> set[int]:
+    """Mentions from token `end` to the next blank line."""
+    if end >= len(tokens):
+      return set()
+    stop = note.find("\n\n", tokens[end - 1][2])
+    stop = len(note) if stop < 0 else stop
+    return {k for i, k in mention_at.items() if i >= end and tokens[i][1] < stop}
+
+
 class ConceptRecognizer:
   """Finds HPO phenotypic-abnormality terms in a note and whether each mention is negated.
 
   Build once per ontology (`from_knowledge`, ~1 s); `recognize` is pure and thread-safe.
   """
+  name = "rarejax"
 
   def __init__(self, ontology: ontology_lib.Ontology,
                config: RecognizerConfig = RecognizerConfig()):
     self.ontology = ontology
     self.config = config
     self._terms = _Trie()
-    self._cues = _cue_trie()
+    self._negation = NegationDetector(config.negation_window)
     phrases: dict[tuple[str, ...], tuple[int, int, str]] = {}
     for priority, hpo_id, text in self._dictionary():
       key = phrase_key(text)
@@ -251,18 +404,11 @@ class ConceptRecognizer:
   def recognize(self, note: str) -> Recognized:
     """Mentions of phenotypic abnormalities in `note`, negation resolved."""
     tokens = tokenize(note)
-    words = [t[0] for t in tokens]
-    breaks = [i == 0 or bool(_SENTENCE_BREAK.search(note, tokens[i - 1][2], tokens[i][1]))
-              for i in range(len(tokens))]
-    spans = self._mentions(words)
-    negated = self._negated(note, tokens, words, breaks, spans)
-    mentions = tuple(Mention(hpo_id, tokens[i][1], tokens[j - 1][2],
-                             note[tokens[i][1]:tokens[j - 1][2]], k in negated)
-                     for k, (i, j, hpo_id) in enumerate(spans))
-    observed = tuple(dict.fromkeys(m.hpo_id for m in mentions if not m.negated))
-    excluded = tuple(dict.fromkeys(m.hpo_id for m in mentions
-                                   if m.negated and m.hpo_id not in observed))
-    return Recognized(observed, excluded, mentions)
+    spans = self._mentions([t[0] for t in tokens])
+    negated = self._negation.negated(note, tokens, spans)
+    return Recognized.from_mentions([
+        Mention(hpo_id, tokens[i][1], tokens[j - 1][2], note[tokens[i][1]:tokens[j - 1][2]],
+                k in negated) for k, (i, j, hpo_id) in enumerate(spans)])
 
   def _mentions(self, words: Sequence[str]) -> list[_Span]:
     """Longest-first, non-overlapping (start token, end token, hpo id), in note order."""
@@ -277,89 +423,27 @@ class ConceptRecognizer:
         chosen.append((i, j, hpo_id))
     return sorted(chosen)
 
-  def _negated(self, note: str, tokens: Sequence[_Token], words: Sequence[str],
-               breaks: Sequence[bool], spans: Sequence[_Span]) -> set[int]:
-    """Indices (into `spans`) of negated mentions."""
-    mention_at = {i: k for k, (i, _, _) in enumerate(spans)}
-    mention_end = {j - 1: k for k, (_, j, _) in enumerate(spans)}
-    inside = set()
-    for i, j, _ in spans:
-      inside.update(range(i, j))
-    negated: set[int] = set()
-    i = 0
-    while i < len(words):
-      cue = None if i in inside else self._cue_at(words, i, inside)
-      if cue is None:
-        i += 1
-        continue
-      kind, end = cue
-      if kind == _PRE:
-        negated |= self._scope_forward(end, words, breaks, mention_at, spans)
-      elif kind == _POST:
-        negated |= self._scope_backward(i - 1, words, breaks, mention_end, spans)
-      elif kind == _SECTION:
-        negated |= self._section(note, tokens, end, mention_at)
-      i = end
-    return negated
+def make_recognizer(name: str, kb: knowledge.KnowledgeBase, related: bool = False) -> Recognizer:
+  """The recognizer `name` (one of RECOGNIZERS) over the knowledge base's ontology.
 
-  def _cue_at(self, words: Sequence[str], i: int, inside: set[int]) -> tuple[str, int] | None:
-    """(kind, end token) of the longest cue at token i that does not run into a mention."""
-    for end, kinds in reversed(self._cues.matches_at(words, i)):
-      if not inside.intersection(range(i, end)):
-        return kinds[0], end
-    return None
+  Args:
+    name: 'rarejax' (this module) or 'fasthpocr' (needs the 'fasthpocr' extra).
+    kb: the knowledge base whose ontology (and, for FastHPOCR, hp.obo) is indexed.
+    related: the rarejax recognizer also matches RELATED synonyms (FastHPOCR always does).
 
-  def _scope_forward(self, i: int, words: Sequence[str], breaks: Sequence[bool],
-                     mention_at: dict[int, int], spans: Sequence[_Span]) -> set[int]:
-    """Mentions a pre-negation cue ending before token i reaches."""
-    out, budget = set(), self.config.negation_window
-    while i < len(words) and not breaks[i] and self._continues(words, i, mention_at):
-      if i in mention_at:
-        out.add(mention_at[i])
-        i = spans[mention_at[i]][1]
-        continue
-      if words[i] not in LIST_GLUE:
-        budget -= 1
-        if budget < 0:
-          break
-      i += 1
-    return out
-
-  def _scope_backward(self, i: int, words: Sequence[str], breaks: Sequence[bool],
-                      mention_end: dict[int, int], spans: Sequence[_Span]) -> set[int]:
-    """Mentions a post-negation cue starting after token i reaches."""
-    out, budget = set(), self.config.negation_window
-    while i >= 0:
-      if i in mention_end:
-        out.add(mention_end[i])
-        i = spans[mention_end[i]][0]
-      elif self._is_stop(words, i):
-        break
-      elif words[i] not in LIST_GLUE:
-        budget -= 1
-        if budget < 0:
-          break
-      if breaks[i]:
-        break
-      i -= 1
-    return out
-
-  def _continues(self, words: Sequence[str], i: int, mention_at: dict[int, int]) -> bool:
-    """True while token i may continue a forward scope (no terminator starts here)."""
-    return i in mention_at or not self._is_stop(words, i)
-
-  def _is_stop(self, words: Sequence[str], i: int) -> bool:
-    return any(_STOP in kinds for _, kinds in self._cues.matches_at(words, i))
-
-  @staticmethod
-  def _section(note: str, tokens: Sequence[_Token], end: int, mention_at: dict[int, int]
-               ) -> set[int]:
-    """Mentions from token `end` to the next blank line."""
-    if end >= len(tokens):
-      return set()
-    stop = note.find("\n\n", tokens[end - 1][2])
-    stop = len(note) if stop < 0 else stop
-    return {k for i, k in mention_at.items() if i >= end and tokens[i][1] < stop}
+  Raises:
+    ValueError: unknown name, or `related` with FastHPOCR.
+    fasthpocr.MissingExtraError: FastHPOCR is not installed.
+  """
+  if name == "rarejax":
+    return ConceptRecognizer.from_knowledge(kb, RecognizerConfig(related=related))
+  if name == "fasthpocr":
+    if related:
+      raise ValueError("related synonyms are an option of the rarejax recognizer (FastHPOCR "
+                       "always indexes RELATED synonyms)")
+    from rarejax.evaluate import fasthpocr  # pylint: disable=import-outside-toplevel
+    return fasthpocr.FastHPOCRRecognizer.from_knowledge(kb)
+  raise ValueError(f"unknown recognizer {name!r}; choose one of {RECOGNIZERS}")
 
 
 @dataclasses.dataclass

@@ -162,7 +162,7 @@ class TextPhenotypes:
   """Concepts recognized in the note (memoized per note text, shared by the methods of a mode)."""
   mode = "text"
 
-  def __init__(self, recognizer: concepts.ConceptRecognizer):
+  def __init__(self, recognizer: concepts.Recognizer):
     self.recognizer = recognizer
     self._memo: dict[str, Phenotypes] = {}
 
@@ -288,7 +288,7 @@ def fusion_ranker(name: str, choice: FusionChoice, rankers: Mapping[str, baselin
 def classical_methods(kb: knowledge.KnowledgeBase, names: Sequence[str] = DEFAULT_CLASSICAL,
                       modes: Sequence[str] = MODES, train_cases: Sequence[Case] = (),
                       tuning: FusionTuning | None = None,
-                      recognizer: concepts.ConceptRecognizer | None = None, seed: int = 0,
+                      recognizer: concepts.Recognizer | None = None, seed: int = 0,
                       top_k: int = 10, disease_ids: Sequence[str] | None = None,
                       ) -> list[RankerMethod]:
   """The classical methods `names` × `modes`, on knowledge `kb` (already honest-excluded),

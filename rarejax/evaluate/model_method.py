@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from rarejax import knowledge
 from rarejax import release
+from rarejax import startup
 from rarejax.cases import Case
 from rarejax.data import format as format_lib
 from rarejax.evaluate import generation
@@ -130,8 +131,10 @@ def load_model(export_dir: str | pathlib.Path,
                vocabulary: str | pathlib.Path | None = None) -> LoadedModel:
   """Params, config and vocabulary of an export (rarejax.train.checkpoint.export_params) or of a
   release (rarejax.release)."""
-  # The vocabulary module imports TensorFlow (seqio); only a model evaluation needs it.
-  from rarejax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+  # The vocabulary module imports TensorFlow (seqio); only a model evaluation needs it. Its
+  # native start-up lines are dropped when the command line asked for quiet (rarejax.startup).
+  with startup.native_stderr_filtered():
+    from rarejax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
   export_dir = pathlib.Path(export_dir)
   metadata = read_metadata(export_dir)
   vocab_path = vocabulary_path(export_dir, metadata, vocabulary)

