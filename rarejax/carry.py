@@ -41,7 +41,6 @@ import pathlib
 import queue
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -51,7 +50,7 @@ import gin
 import jax
 import numpy as np
 
-from rarejax import release
+from rarejax import atomic_io, release
 from rarejax.data import cached_batches
 from rarejax.model import transformer
 from rarejax.model.config import ModelConfig
@@ -96,11 +95,6 @@ def write_token_cache(data_dir: pathlib.Path, provider: str, out: pathlib.Path) 
   path.write_text(json.dumps(rates, indent=1, sort_keys=True))
 
 
-def folder_bytes(folder: pathlib.Path) -> int:
-  """Bytes of every file under `folder`."""
-  return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def write_carry(out: str | os.PathLike, *, data_dir: pathlib.Path, provider: str, settings,
                 metadata: dict[str, Any], vocabulary: pathlib.Path, stage: str,
                 source: dict[str, Any], max_bytes: int) -> int:
@@ -108,9 +102,8 @@ def write_carry(out: str | os.PathLike, *, data_dir: pathlib.Path, provider: str
   settings (rarejax.train.stage.StageSettings); returns its size in bytes. Raises ValueError,
   writing nothing, when it would exceed `max_bytes`."""
   out = pathlib.Path(out).absolute()
-  out.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-  try:
+  with atomic_io.replaced_folder(out, max_bytes, "the carry",
+                                 "train on fewer tasks or shorter data") as staging:
     write_token_cache(data_dir, provider, staging)
     shutil.copyfile(vocabulary, staging / TOKENIZER_FILE)
     shutil.copytree(pathlib.Path(gin.__file__).parent, staging / PYLIB / "gin",
@@ -122,16 +115,7 @@ def write_carry(out: str | os.PathLike, *, data_dir: pathlib.Path, provider: str
             "loop_config": dataclasses.asdict(settings.loop_config),
             "metadata": {**metadata, "vocabulary": TOKENIZER_FILE}, "source": source}
     (staging / SPEC_FILE).write_text(json.dumps(spec, indent=1, ensure_ascii=False))
-    size = folder_bytes(staging)
-    if size > max_bytes:
-      raise ValueError(f"the carry would be {size / 2**20:.1f} MiB, more than the "
-                       f"{max_bytes / 2**20:.0f} MiB allowed: train on fewer tasks or shorter data")
-    if out.exists():
-      shutil.rmtree(out)
-    staging.rename(out)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
-  return size
+  return atomic_io.folder_bytes(out)
 
 
 def prepare(workdir: str | os.PathLike, gin_files: Sequence[str], gin_bindings: Sequence[str],

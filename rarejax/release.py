@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import tempfile
 from typing import Any, Mapping
 
 import jax
@@ -32,6 +31,7 @@ import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
+from rarejax import atomic_io
 from rarejax.model import transformer
 from rarejax.model.config import ModelConfig
 
@@ -142,10 +142,7 @@ def write_release(export_dir: str | pathlib.Path, out_dir: str | pathlib.Path, c
   release would exceed MAX_BYTES."""
   export_dir, out_dir = pathlib.Path(export_dir), pathlib.Path(out_dir)
   vocabulary = pathlib.Path(metadata["vocabulary"])
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-  staging.chmod(0o755)  # mkdtemp's 0o700 would make the release unreadable to other users
-  try:
+  with atomic_io.replaced_folder(out_dir, MAX_BYTES, f"the release of {export_dir}") as staging:
     write_params(params, staging)
     shutil.copyfile(vocabulary, staging / TOKENIZER_FILE)
     meta = {**metadata, **(extra_metadata or {}), "vocabulary": TOKENIZER_FILE,
@@ -154,14 +151,4 @@ def write_release(export_dir: str | pathlib.Path, out_dir: str | pathlib.Path, c
     (staging / CARD_FILE).write_text(card, "utf-8")
     for path in staging.iterdir():
       path.chmod(0o644)
-    size = sum(p.stat().st_size for p in staging.iterdir())
-    if size > MAX_BYTES:
-      raise ValueError(f"the release of {export_dir} would be {size / 2**20:.1f} MiB, more than "
-                       f"{MAX_BYTES / 2**20:.0f} MiB")
-    if out_dir.exists():
-      shutil.rmtree(out_dir)
-    staging.rename(out_dir)
-  finally:
-    if staging.exists():
-      shutil.rmtree(staging)
   return out_dir
