@@ -205,20 +205,6 @@ def prefetched(batches: Iterator[Any], depth: int = 16) -> Iterator[Any]:
     yield batch
 
 
-def step_flops(config: ModelConfig, batch_size: int, sequence_length: int,
-               loss_positions: int) -> float:
-  """Analytic FLOPs of one train step (forward + backward; experiments/benchmarks/README.md):
-  6 per matmul parameter and token, 12 * layers * L * d_attn per token for attention, the
-  output projection only at the loss positions when those are limited."""
-  params = transformer.count_params(transformer.abstract_params(config))
-  head = config.d_model * config.vocab_size
-  body = params - head * (1 if config.tie_embeddings else 2)
-  tokens = batch_size * sequence_length
-  head_tokens = batch_size * (loss_positions or sequence_length)
-  attention = 12 * config.num_layers * sequence_length * config.num_heads * config.head_dim
-  return tokens * (6 * body + attention) + head_tokens * 6 * head
-
-
 def _peak_flops() -> float | None:
   kind = jax.devices()[0].device_kind
   return next((peak for name, peak in PEAK_FLOPS.items() if name in kind), None)
@@ -271,7 +257,7 @@ def train(carry: str | os.PathLike, workdir: str | os.PathLike, out: str | os.Pa
   shutil.copyfile(workdir / METRICS_FILE, out / METRICS_FILE)
   steps = result.step - result.start_step
   seconds = result.loop_seconds
-  flops = step_flops(model_config, batch_size, length, loop_config.loss_positions)
+  flops = transformer.train_step_flops(model_config, batch_size, length, loop_config.loss_positions)
   peak = _peak_flops()
   rate = steps / seconds if steps and seconds > 0 else None
   report = {

@@ -90,8 +90,7 @@ def matmul_params(config: ModelConfig) -> int:
 
 def analytic_flops_per_token(config: ModelConfig, seq_len: int) -> float:
   """6 N + 12 * layers * seq * d_attn (forward + backward), see the module docstring."""
-  d_attn = config.num_heads * config.head_dim
-  return 6 * matmul_params(config) + 12 * config.num_layers * seq_len * d_attn
+  return transformer.train_step_flops(config, 1, seq_len) / seq_len
 
 
 def synthetic_tokens(vocab_size: int, batch_size: int, seq_len: int,

@@ -230,6 +230,20 @@ def count_params(params: Any) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
+def train_step_flops(config: ModelConfig, batch_size: int, sequence_length: int,
+                     loss_positions: int = 0) -> float:
+  """Analytic FLOPs of one train step (forward + backward; experiments/benchmarks/README.md):
+  6 per matmul parameter and token, 12 * layers * L * d_attn per token for attention, the
+  output projection only at the `loss_positions` of each row when those are limited (> 0)."""
+  params = count_params(abstract_params(config))
+  head = config.d_model * config.vocab_size
+  body = params - head * (1 if config.tie_embeddings else 2)  # the untied table does no matmul
+  tokens = batch_size * sequence_length
+  head_tokens = batch_size * (loss_positions or sequence_length)
+  attention = 12 * config.num_layers * sequence_length * config.num_heads * config.head_dim
+  return tokens * (6 * body + attention) + head_tokens * 6 * head
+
+
 def unstack_layers(params: dict[str, Any]) -> dict[str, Any]:
   """params with the stacked "layers" tree split into a tuple of per-layer trees.
 
