@@ -2,9 +2,10 @@
 
 Builds (or reuses, with --workdir of a run) the experiment's data and the token cache of its sft
 mixture, then runs one child process per variant, round after round, each timing the step loop of
-the experiment's model at its sft shapes and `sft/LoopConfig.loss_positions`. By default the
-quickstart (gin_configs/experiments/quickstart.gin without the held-out phenopacket exclusions,
-which do not change the shapes: model vocab 4096, 8 x 768); `--gin_file experiments/full.gin
+the experiment's model at its sft settings (rarejax.train.stage.stage_settings in the sft scope:
+shapes, model, LoopConfig.loss_positions). By default the quickstart
+(gin_configs/experiments/quickstart.gin without the held-out phenopacket exclusions, which do not
+change the shapes: model vocab 4096, 8 x 768); `--gin_file experiments/full.gin
 --workdir RUN` times the full recipe on the data of a run (16 x 512, logits at 256 positions):
 
   bare    the jitted train step on one fixed cached batch (no input pipeline)
@@ -41,7 +42,6 @@ GLIBC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                   "glibc.malloc.trim_threshold=100000000000")
 GIN_FILES = ["experiments/quickstart.gin"]
 GIN_BINDINGS = ["experiment_knowledge.heldout_phenopackets = []"]
-LOSS_POSITIONS = "sft/LoopConfig.loss_positions"
 
 
 def cpu_model() -> str:
@@ -63,21 +63,16 @@ def peak_rss_gb() -> float:
 def experiment_sft(workdir: pathlib.Path, gin_files: list[str], bindings: list[str]) -> dict:
   """Parses the experiment's gin config, builds (or reuses) its data; the sft setup."""
   from rarejax import main, stages  # pylint: disable=g-import-not-at-top  (TF side only)
-  from rarejax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
   from rarejax.train import stage as train_stage  # pylint: disable=g-import-not-at-top
   import gin  # pylint: disable=g-import-not-at-top
   main.parse_config(gin_files, bindings)
   _, data, names = stages.experiment_data(workdir)
-  try:
-    loss_positions = gin.query_parameter(LOSS_POSITIONS)
-  except ValueError:  # not bound: full logits
-    loss_positions = 0
-  model = train_stage.resolve_model_config(ModelConfig(), data.vocabulary().vocab_size)
-  return {"data_dir": str(data.data_dir), "task": names["sft_mixture"],
-          "length": gin.query_parameter("sft/train_stage.sequence_length"),
-          "batch_size": gin.query_parameter("sft/train_stage.batch_size"),
-          "loss_positions": loss_positions, "gin_files": gin_files, "bindings": bindings,
-          "model_config": model.to_dict()}
+  with gin.config_scope("sft"):
+    settings = train_stage.stage_settings(data.vocabulary().vocab_size)
+  return {"data_dir": str(data.data_dir), "task": stages.training_provider(names, settings.rates),
+          "length": settings.sequence_length, "batch_size": settings.batch_size,
+          "loss_positions": settings.loop_config.loss_positions, "gin_files": gin_files,
+          "bindings": bindings, "model_config": settings.model_config.to_dict()}
 
 
 def seqio_stream(setup: dict, workdir: pathlib.Path):
