@@ -21,6 +21,7 @@ import jax
 from rarejax import knowledge
 from rarejax import release
 from rarejax.evaluate import model_method
+from rarejax.sample import answer_prior
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -95,6 +96,10 @@ def main(argv=None) -> int:
                       "export's knowledge stamp and recorded in metadata.json")
   parser.add_argument("--name", default=release.DEFAULT_NAME)
   parser.add_argument("--limits", default="", help="a markdown file with the card's limits")
+  parser.add_argument("--prior_weight", type=float, default=None,
+                      help="the answer-prior weight the release ranks with by default "
+                      "(rarejax.sample.answer_prior; chosen on the inner split), recorded in "
+                      "metadata.json; default: the export's (0 when none)")
   args = parser.parse_args(argv)
   model = model_method.load_model(args.export)
   metrics = json.loads(pathlib.Path(args.report).read_text())
@@ -108,10 +113,15 @@ def main(argv=None) -> int:
                        "was trained with")
     stamp["excluded_pmids"] = list(excluded)
   notes = pathlib.Path(args.limits).read_text() if args.limits else "See the README."
+  extra = {"evaluation_report": metrics["provenance"]}
+  if args.prior_weight is not None:
+    if args.prior_weight and answer_prior.read(args.export) is None:
+      raise SystemExit(f"--prior_weight {args.prior_weight} needs {args.export}/"
+                       f"{answer_prior.FILE}: python -m rarejax.sample.answer_prior --workdir W")
+    extra[answer_prior.PRIOR_WEIGHT] = args.prior_weight
   out = release.write_release(
       args.export, ROOT / "releases" / args.name, model_card(args.name, model, metrics, notes),
-      model.params, {**model.metadata, "knowledge": stamp},
-      {"evaluation_report": metrics["provenance"]})
+      model.params, {**model.metadata, "knowledge": stamp}, extra)
   size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
   print(f"wrote {out} ({size:.1f} MiB)")
   return 0

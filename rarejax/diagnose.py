@@ -170,7 +170,8 @@ def make_method(args: argparse.Namespace, resources: Resources) -> model_method.
                                        think_tokens=args.think_tokens)
   return model_method.ModelMethod(resources.model, resources.index, config, top_k=args.top_k,
                                   batch_size=args.model_batch_size,
-                                  max_cache_length=args.max_cache_length)
+                                  max_cache_length=args.max_cache_length,
+                                  prior_weight=args.prior_weight and args.prior_weight[0])
 
 
 def _finding_json(finding: evidence.NoteFinding, kb: knowledge.KnowledgeBase) -> dict[str, str]:
@@ -310,6 +311,8 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     parser.error("need --top_k, --model_batch_size and --max_new_tokens >= 1")
   if not 0 <= args.think_tokens < args.max_new_tokens:
     parser.error("need 0 <= --think_tokens < --max_new_tokens (the answer needs tokens too)")
+  if args.prior_weight is not None and len(args.prior_weight) > 1:
+    parser.error("`rarejax diagnose` takes one --prior_weight (a comma list is for evaluate)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,8 @@ A release is what a user diagnoses with when they train nothing: `rarejax diagno
     tokenizer.model      the SentencePiece model the export was trained with
     metadata.json        the export's metadata (model config, knowledge stamp with the excluded
                          publications, prompt style, answer ranking), 'vocabulary' relative
+    answer_prior.json    the training answers' prior, when the export has one
+                         (rarejax.sample.answer_prior)
     MODEL_CARD.md        what it is, how it was trained, what it scores and where it fails
 
   write_release(export_dir, out_dir, card_text)      # from a training stage's export
@@ -38,6 +40,10 @@ from rarejax.model.config import ModelConfig
 PARAMS_FILE = "params.safetensors"
 SHARD_GLOB = "params-*-of-*.safetensors"
 TOKENIZER_FILE = "tokenizer.model"
+# The training answers' prior (rarejax.sample.answer_prior), next to metadata.json in an export
+# and in its release. Named here, where the layout is, so that loading a release imports no more
+# than it needs (rarejax.carry runs where the knowledge libraries are not installed).
+ANSWER_PRIOR_FILE = "answer_prior.json"
 CARD_FILE = "MODEL_CARD.md"
 MAX_BYTES = 40 * 2**20  # a release is committed to git: keep it small
 DEFAULT_NAME = "rarejax-full-cpu"
@@ -145,6 +151,8 @@ def write_release(export_dir: str | pathlib.Path, out_dir: str | pathlib.Path, c
   with atomic_io.replaced_folder(out_dir, MAX_BYTES, f"the release of {export_dir}") as staging:
     write_params(params, staging)
     shutil.copyfile(vocabulary, staging / TOKENIZER_FILE)
+    if (export_dir / ANSWER_PRIOR_FILE).is_file():
+      shutil.copyfile(export_dir / ANSWER_PRIOR_FILE, staging / ANSWER_PRIOR_FILE)
     meta = {**metadata, **(extra_metadata or {}), "vocabulary": TOKENIZER_FILE,
             "release": {"source_export": str(export_dir), "params_dtype": "bfloat16"}}
     (staging / "metadata.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))

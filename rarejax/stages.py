@@ -45,6 +45,7 @@ from rarejax.model.config import ModelConfig
 from rarejax.rers import stage as _rers_stage  # registers 'rers'  # pylint: disable=unused-import
 from rarejax.rl import stage as _rl_stage  # registers 'rl'  # pylint: disable=unused-import
 from rarejax.sample import Sampler
+from rarejax.sample import answer_prior
 from rarejax.train import checkpoint
 from rarejax.train import stage as train_stage_lib
 
@@ -226,10 +227,15 @@ def _train(ctx: pipeline.StageContext) -> dict:
   if trajectories is not None:  # the 'trajectories' role: knowledge QA + trajectories SFT
     names = data_stage.register_tasks(data, trajectories=trajectories)
   vocabulary = data.vocabulary()
-  return train_stage_lib.train_stage(
+  result = train_stage_lib.train_stage(
       batches_for=functools.partial(_batches_for, names, data.data_dir), workdir=ctx.folder,
       vocab_size=vocabulary.vocab_size, init_export=ctx.previous_export(),
       eval_fn=make_eval_fn(data, vocabulary), metadata=export_metadata(kb, data))
+  if data.spec.first_entry_ranking:  # the answers' prior, for logit adjustment at ranking time
+    rates = train_stage_lib.stage_settings(vocabulary.vocab_size).rates
+    provider = token_cache.build_cache(training_provider(names, rates), data.data_dir)
+    answer_prior.write_for_export(result["export"], data.data_dir, provider, vocabulary)
+  return result
 
 
 @gin.configurable(denylist=["ctx"])

@@ -13,6 +13,7 @@ from rarejax.evaluate import generation, model_method
 from rarejax.knowledge import grounding
 from rarejax.model import config as model_config
 from rarejax.model import transformer
+from rarejax.sample import answer_prior
 from rarejax.sample import first_entry
 from rarejax.train import checkpoint
 
@@ -102,3 +103,48 @@ def test_vocabulary_without_id_pieces_is_refused(tmp_path):
   config = model_config.preset("tiny_llama", vocab_size=vocabulary.vocab_size)
   with pytest.raises(ValueError, match="id_pieces"):
     first_entry.FirstEntryRanker(config, vocabulary, RESPONSE)
+
+
+def test_prior_weight_ranks_by_the_adjusted_log_probs(export, tmp_path):
+  model = model_method.load_model(export)
+  prior = {"OMIM:154700": 0.7, "OMIM:609192": 0.2, "OMIM:236200": 0.1}  # OMIM:999999: the floor
+  prompts = [generation.prompt_ids(model.vocabulary, TEXTS[0])]
+  plain = first_entry.FirstEntryRanker(model.config, model.vocabulary, RESPONSE, batch_size=1)
+  p = dict(plain.rank(model.params, prompts, top_k=len(IDS))[0])
+  for weight in (0.5, 3.0):
+    ranker = first_entry.FirstEntryRanker(
+        model.config, model.vocabulary, RESPONSE, batch_size=1, prior_weight=weight,
+        log_prior=lambda names: answer_prior.log_prior_vector(prior, names))
+    row = ranker.rank(model.params, prompts, top_k=len(IDS))[0]
+    adjusted = {d: np.log(p[d]) - weight * np.log(prior.get(d, 0.1)) for d in IDS}
+    assert [d for d, _ in row] == sorted(IDS, key=lambda d: -adjusted[d])
+    assert dict(row) == pytest.approx(p, rel=1e-5)  # the probabilities stay the model's
+  # a strong enough weight puts the rarest training answers first
+  assert {d for d, _ in row[:2]} == {"OMIM:236200", "OMIM:999999"}
+  with pytest.raises(ValueError, match="needs a log_prior"):
+    first_entry.FirstEntryRanker(model.config, model.vocabulary, RESPONSE, prior_weight=1.0)
+
+
+def test_model_method_prior_weight_from_metadata_and_missing_prior(export, tmp_path):
+  model = model_method.load_model(export)
+  assert model_method.ModelMethod(model, INDEX, batch_size=2).prior_weight == 0.0
+  weighted = model_method.LoadedModel(
+      tmp_path, model.config, model.params, model.vocabulary, model.vocabulary_path,
+      {**model.metadata, answer_prior.PRIOR_WEIGHT: 0.5})
+  with pytest.raises(ValueError, match="python -m rarejax.sample.answer_prior"):
+    model_method.ModelMethod(weighted, INDEX, batch_size=2)
+  answer_prior.write(tmp_path, {i: 0.25 for i in IDS}, {"provider": "test"})
+  method = model_method.ModelMethod(weighted, INDEX, batch_size=2, top_k=4)
+  assert method.config["prior_weight"] == 0.5
+  # a uniform prior changes nothing but the bookkeeping
+  plain = model_method.ModelMethod(model, INDEX, batch_size=2, top_k=4)
+  notes = ["A tall boy with long fingers.", "Seizures since infancy."]
+  assert ([[c.disease_id for c in d.candidates] for d in method.diagnose(notes)] ==
+          [[c.disease_id for c in d.candidates] for d in plain.diagnose(notes)])
+
+
+def test_prior_weight_flag():
+  assert model_method.prior_weights("0,0.5, 1") == [0.0, 0.5, 1.0]
+  for bad in ("-1", "x", ",", "nan"):
+    with pytest.raises(Exception, match="numbers >= 0"):
+      model_method.prior_weights(bad)

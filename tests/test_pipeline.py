@@ -74,3 +74,19 @@ def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
   assert "different config" in capsys.readouterr().err
   assert _run(tmp_path / "typo", "--gin_bindings", "cpt/LoopConfig.num_stepz = 7") == 2
   assert "num_stepz" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+
+
+def test_an_id_piece_sft_export_carries_its_answer_prior(tmp_path):
+  """A model answering first with id pieces: its sft export gets the training answers' prior,
+  over exactly the diseases it was trained to name."""
+  assert _run(tmp_path, "--gin_bindings", "run_pipeline.stages = ['data', 'sft']",
+              "--gin_bindings", "DataSpec.id_pieces = True", "--gin_bindings",
+              "DataSpec.answer = 'id'", "--gin_bindings", "DataSpec.reasoning = 'none'",
+              "--gin_bindings", "DataSpec.instruction = 'none'",
+              "--gin_bindings", "DataSpec.n_ranked = 1") == 0
+  from rarejax.sample import answer_prior  # pylint: disable=import-outside-toplevel
+  prior = answer_prior.read(tmp_path / "sft" / "export")
+  simulated = json.loads((tmp_path / "data" / "result.json").read_text())
+  assert prior is not None and sum(prior.values()) == pytest.approx(1.0)
+  assert len(prior) == 4 and all(k.startswith(("OMIM:", "ORPHA:")) for k in prior), prior
+  assert simulated["vocab_size"] > 600  # the id pieces grew the vocabulary

@@ -85,3 +85,17 @@ def test_the_committed_release_diagnoses_a_note(capsys):
   differential = doc["results"][0]["differential"]
   assert doc["checkpoint"] == str(release.DEFAULT_RELEASE) and len(differential) == 5
   assert all(entry["disease_id"].startswith("OMIM:") for entry in differential)
+
+
+def test_a_release_carries_the_exports_answer_prior(export, tmp_path):
+  from rarejax.sample import answer_prior  # pylint: disable=import-outside-toplevel
+  copy = tmp_path / "export"
+  shutil.copytree(export, copy)
+  prior = {i: 0.25 for i in test_first_entry.IDS}
+  answer_prior.write(copy, prior, {"provider": "test"})
+  model = model_method.load_model(copy)
+  out = release.write_release(copy, tmp_path / "rel", "", model.params, model.metadata,
+                              {answer_prior.PRIOR_WEIGHT: 0.5})
+  assert answer_prior.read(out) == prior
+  method = model_method.ModelMethod(model_method.load_model(out), test_first_entry.INDEX)
+  assert method.prior_weight == 0.5

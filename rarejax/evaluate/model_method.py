@@ -39,6 +39,7 @@ from rarejax.evaluate import grader as grader_lib
 from rarejax.evaluate import methods as methods_lib
 from rarejax.model.config import ModelConfig
 from rarejax.sample import Sampler
+from rarejax.sample import answer_prior
 from rarejax.sample import first_entry
 from rarejax.train import stage as train_stage_lib
 
@@ -267,6 +268,9 @@ class ModelMethod:
       records (LoadedModel.prompt_instruction).
     ranking: 'generate' or 'first_entry' (RANKINGS); None: the one the export records
       (LoadedModel.answer_ranking).
+    prior_weight: first-entry ranking only: w of log p(d) - w * log prior(d), the training
+      answers' prior divided out (rarejax.sample.answer_prior); None: the weight the export's
+      metadata.json records (answer_prior.PRIOR_WEIGHT), 0 when it records none.
     name: the method's name in reports.
     notes: extra entries for `config` (e.g. the knowledge check).
   """
@@ -276,7 +280,8 @@ class ModelMethod:
                top_k: int = 10, batch_size: int = 16, max_cache_length: int = 4096,
                grader_config: grader_lib.GraderConfig = grader_lib.GraderConfig(),
                instruction: str | None = None, ranking: str | None = None,
-               name: str = "model.text", notes: Mapping[str, Any] | None = None):
+               prior_weight: float | None = None, name: str = "model.text",
+               notes: Mapping[str, Any] | None = None):
     if top_k < 1 or batch_size < 1:
       raise ValueError(f"ModelMethod needs top_k >= 1 and batch_size >= 1, got {top_k}, "
                        f"{batch_size}")
@@ -299,12 +304,27 @@ class ModelMethod:
     if self.ranking not in RANKINGS:
       raise ValueError(f"ranking must be one of {RANKINGS}, got {self.ranking!r}")
     self._first_entry = None
+    self.prior_weight = float(model.metadata.get(answer_prior.PRIOR_WEIGHT, 0.0)
+                              if prior_weight is None else prior_weight)
+    if self.prior_weight and self.ranking != "first_entry":
+      raise ValueError(f"prior_weight={self.prior_weight} applies to first-entry ranking only; "
+                       f"{model.export_dir} ranks by {self.ranking!r}")
     if self.ranking == "first_entry":
       self._first_entry = first_entry.FirstEntryRanker(
-          model.config, model.vocabulary,
-          lambda disease_id: format_lib.format_response("", [("", disease_id)]),
-          batch_size=batch_size)
+          model.config, model.vocabulary, first_entry.id_answer, batch_size=batch_size,
+          log_prior=self._log_prior if self.prior_weight else None,
+          prior_weight=self.prior_weight)
       self.after_prompt = len(self._first_entry.answer_prefix) + 1
+
+  def _log_prior(self, names: Sequence[str]):
+    """log prior(d) of the export's answer prior (answer_prior.FILE) for each id in `names`."""
+    prior = answer_prior.read(self.model.export_dir)
+    if prior is None:
+      raise ValueError(
+          f"prior_weight={self.prior_weight} needs {self.model.export_dir / answer_prior.FILE}, "
+          "the training answers' prior: write it with `python -m rarejax.sample.answer_prior "
+          "--workdir WORKDIR` (the export's pipeline workdir), or pass --prior_weight 0")
+    return answer_prior.log_prior_vector(prior, names)
 
   @property
   def config(self) -> dict[str, Any]:
@@ -315,6 +335,7 @@ class ModelMethod:
             "generation": dataclasses.asdict(self.generation), "top_k": self.top_k,
             "max_cache_length": self.max_cache_length, "confidence": CONFIDENCE,
             "prompt_instruction": self.instruction, "ranking": self.ranking,
+            "prior_weight": self.prior_weight,
             "training_knowledge": self.model.metadata.get("knowledge"), **self.notes}
 
   def applies(self, case: Case) -> bool:
@@ -415,3 +436,20 @@ def add_model_flags(parser, checkpoint_required: bool) -> None:
   parser.add_argument("--model_batch_size", type=int, default=16, help="notes decoded at once")
   parser.add_argument("--max_cache_length", type=int, default=4096,
                       help="tokens per row (prompt + response); longer notes are cut")
+  parser.add_argument("--prior_weight", type=prior_weights, default=None,
+                      help="first-entry models: rank by log p(d) - w * log prior(d), the training "
+                      "answers' prior divided out (rarejax.sample.answer_prior); default: the w "
+                      "the export records (0 when none). `rarejax evaluate` takes a comma list "
+                      "and reports one model method per weight")
+
+
+def prior_weights(text: str) -> list[float]:
+  """The --prior_weight flag: comma-separated weights >= 0."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  try:
+    weights = [float(t) for t in text.split(",") if t.strip()]
+  except ValueError as err:
+    raise argparse.ArgumentTypeError(f"--prior_weight takes numbers >= 0, got {text!r}") from err
+  if not weights or any(w < 0 or not math.isfinite(w) for w in weights):
+    raise argparse.ArgumentTypeError(f"--prior_weight takes numbers >= 0, got {text!r}")
+  return weights

@@ -349,15 +349,20 @@ def honest_check(args, metadata: dict, inputs: _Inputs) -> dict[str, str]:
   return check
 
 
-def build_model_method(args, inputs: _Inputs, check: dict[str, str]) -> model_method.ModelMethod:
-  """The model as a method, grounding with the full knowledge; `check` from honest_check."""
+def build_model_methods(args, inputs: _Inputs, check: dict[str, str]
+                        ) -> list[model_method.ModelMethod]:
+  """The model as a method, grounding with the full knowledge; `check` from honest_check. One
+  method per --prior_weight when several are given ('model.text.w0.5', ...)."""
   model = model_method.load_model(args.checkpoint, args.vocabulary)
   config = generation.GenerationConfig(max_new_tokens=args.max_new_tokens, seed=args.seed,
                                        think_tokens=args.think_tokens)
-  return model_method.ModelMethod(
-      model, grounding.GroundingIndex.from_knowledge(inputs.kb_full), config, top_k=args.top_k,
-      batch_size=args.model_batch_size, max_cache_length=args.max_cache_length,
-      notes={"knowledge_check": check})
+  index = grounding.GroundingIndex.from_knowledge(inputs.kb_full)
+  weights = args.prior_weight or [None]
+  return [model_method.ModelMethod(
+      model, index, config, top_k=args.top_k, batch_size=args.model_batch_size,
+      max_cache_length=args.max_cache_length, prior_weight=weight,
+      name="model.text" if len(weights) == 1 else f"model.text.w{weight:g}",
+      notes={"knowledge_check": check}) for weight in weights]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -372,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = honest_check(args, metadata, inputs) if metadata is not None else None
     recognizer = concepts.make_recognizer(args.recognizer, inputs.kb_eval, args.related_synonyms)
     classical = [n for n in names if n != MODEL]
-    methods = [build_model_method(args, inputs, check)] if MODEL in names else []
+    methods = build_model_methods(args, inputs, check) if MODEL in names else []
     if classical:
       methods += methods_lib.classical_methods(inputs.kb_eval, classical, modes, inputs.train,
                                                inputs.tuning, recognizer, args.seed, args.top_k)

@@ -9,6 +9,9 @@ continuation it imitated from the reference lists.
   ranker = FirstEntryRanker(config, vocabulary, response_for, batch_size=64)
   ranked = ranker.rank(params, prompts, top_k=10)   # [[(disease id, probability), ...], ...]
 
+With `log_prior` (rarejax.sample.answer_prior) and `prior_weight` w > 0 the order is that of
+log p(d) - w * log prior(d) (logit adjustment); the probabilities returned stay the model's p(d).
+
 `response_for(disease_id)` writes a response naming that disease first, as training wrote them;
 a row is BOS + prompt + the answer prefix (that response's tokens before the id, e.g.
 '<think>\\n\\n</think>\\n<answer>\\n1. '), left-padded to a multiple of `length_step` tokens so
@@ -24,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rarejax.data import format as format_lib
 from rarejax.model import transformer
 from rarejax.model.config import ModelConfig
 
@@ -39,6 +43,12 @@ def id_pieces(vocabulary: Any) -> dict[int, str]:
     if DISEASE_ID.fullmatch(text):
       out[token] = text
   return out
+
+
+def id_answer(disease_id: str) -> str:
+  """The response naming `disease_id` first with no reasoning, as an id-piece model was trained to
+  answer ('<think>\n\n</think>\n<answer>\n1. OMIM:154700\n</answer>')."""
+  return format_lib.format_response("", [("", disease_id)])
 
 
 def answer_prefix_ids(vocabulary: Any, response: str, disease_id: str) -> list[int]:
@@ -57,7 +67,12 @@ class FirstEntryRanker:
 
   def __init__(self, config: ModelConfig, vocabulary: Any,
                response_for: Callable[[str], str], *, batch_size: int = 64,
-               length_step: int = 128):
+               length_step: int = 128,
+               log_prior: Callable[[Sequence[str]], np.ndarray] | None = None,
+               prior_weight: float = 0.0):
+    if prior_weight < 0 or (prior_weight and log_prior is None):
+      raise ValueError(f"prior_weight must be >= 0 and needs a log_prior, got {prior_weight} "
+                       f"({'no' if log_prior is None else 'a'} prior)")
     self.vocabulary = vocabulary
     self.batch_size = batch_size
     self.length_step = length_step
@@ -69,6 +84,10 @@ class FirstEntryRanker:
     self.id_names = [pieces[t] for t in self.id_tokens]
     example = self.id_names[0]
     self.answer_prefix = answer_prefix_ids(vocabulary, response_for(example), example)
+    self.prior_weight = float(prior_weight)
+    self._adjustment = None
+    if prior_weight:  # [1, ids]: w * log prior, subtracted from each row's log-probs
+      self._adjustment = (prior_weight * log_prior(self.id_names)).astype(np.float32)[None]
     model = transformer.Decoder(config)
 
     def log_probs(params, tokens, positions, segment_ids):
@@ -100,7 +119,8 @@ class FirstEntryRanker:
       batch = self.rows(chunk)
       scores = np.asarray(self._log_probs(params, batch["tokens"], batch["positions"],
                                           batch["segment_ids"]))[:n]
-      order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+      adjusted = scores if self._adjustment is None else scores - self._adjustment
+      order = np.argsort(-adjusted, axis=1, kind="stable")[:, :top_k]
       out += [[(self.id_names[j], float(np.exp(row[j]))) for j in best]
               for row, best in zip(scores, order)]
     return out
