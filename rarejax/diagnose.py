@@ -326,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     metadata = model_method.read_metadata(args.checkpoint)
     model_method.vocabulary_path(args.checkpoint, metadata, args.vocabulary)
+    model_method.check_prior(args.checkpoint, metadata, args.prior_weight)
     inputs, failures = read_inputs(args)
   except (InputError, FileNotFoundError, ValueError) as err:
     return _error(str(err))

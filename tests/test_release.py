@@ -99,3 +99,14 @@ def test_a_release_carries_the_exports_answer_prior(export, tmp_path):
   assert answer_prior.read(out) == prior
   method = model_method.ModelMethod(model_method.load_model(out), test_first_entry.INDEX)
   assert method.prior_weight == 0.5
+
+
+def test_a_prior_weight_without_a_prior_is_a_one_line_error(released, capsys):
+  """Refused before the knowledge or the model loads, with the command that writes the prior."""
+  assert diagnose.main(["--checkpoint", str(released), "--note", "Tall.",
+                        "--prior_weight", "0.5"]) == 2
+  err = capsys.readouterr().err
+  assert "python -m rarejax.sample.answer_prior" in err and "Traceback" not in err
+  with pytest.raises(SystemExit):
+    diagnose.main(["--checkpoint", str(released), "--note", "Tall.", "--prior_weight", "0.5,1"])
+  assert "takes one --prior_weight" in capsys.readouterr().err

@@ -319,11 +319,8 @@ class ModelMethod:
   def _log_prior(self, names: Sequence[str]):
     """log prior(d) of the export's answer prior (answer_prior.FILE) for each id in `names`."""
     prior = answer_prior.read(self.model.export_dir)
-    if prior is None:
-      raise ValueError(
-          f"prior_weight={self.prior_weight} needs {self.model.export_dir / answer_prior.FILE}, "
-          "the training answers' prior: write it with `python -m rarejax.sample.answer_prior "
-          "--workdir WORKDIR` (the export's pipeline workdir), or pass --prior_weight 0")
+    if prior is None:  # the error check_prior gives the command lines before any loading
+      check_prior(self.model.export_dir, self.model.metadata, [self.prior_weight])
     return answer_prior.log_prior_vector(prior, names)
 
   @property
@@ -441,6 +438,22 @@ def add_model_flags(parser, checkpoint_required: bool) -> None:
                       "answers' prior divided out (rarejax.sample.answer_prior); default: the w "
                       "the export records (0 when none). `rarejax evaluate` takes a comma list "
                       "and reports one model method per weight")
+
+
+def check_prior(export_dir: str | pathlib.Path, metadata: Mapping[str, Any],
+                weights: Sequence[float] | None) -> None:
+  """Raises ValueError, before anything heavy is loaded, when a prior weight in effect (`weights`,
+  or the export's recorded one when None) needs an answer prior the export does not have."""
+  export_dir = pathlib.Path(export_dir)
+  weights = [metadata.get(answer_prior.PRIOR_WEIGHT, 0.0)] if weights is None else weights
+  if any(weights) and not (export_dir / answer_prior.FILE).is_file():
+    raise ValueError(
+        f"prior weight {max(weights):g} needs {export_dir / answer_prior.FILE}, the training "
+        "answers' prior: write it with `python -m rarejax.sample.answer_prior --workdir "
+        "WORKDIR` (the export's pipeline workdir), or pass --prior_weight 0")
+  if any(weights) and metadata.get(ANSWER_RANKING) != "first_entry":
+    raise ValueError(f"{export_dir} ranks by {metadata.get(ANSWER_RANKING, 'generate')!r}: a "
+                     "prior weight applies to first-entry ranking only; pass --prior_weight 0")
 
 
 def prior_weights(text: str) -> list[float]:

@@ -324,6 +324,7 @@ def _validate_model(args, parser: argparse.ArgumentParser, names: Sequence[str])
   try:
     metadata = model_method.read_metadata(args.checkpoint)
     model_method.vocabulary_path(args.checkpoint, metadata, args.vocabulary)
+    model_method.check_prior(args.checkpoint, metadata, args.prior_weight)
   except (FileNotFoundError, ValueError) as err:
     parser.error(str(err))
 
