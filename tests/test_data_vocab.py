@@ -6,6 +6,7 @@ import pytest
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from rarejax import tokenizer as tokenizer_lib
 from rarejax.data import corpus, format as format_lib, vocab
 
 NOTES = [
@@ -41,7 +42,7 @@ def test_special_ids_and_tags_are_single_pieces(spm):
   assert (v.pad_id, v.eos_id, v.unk_id, v.bos_id) == (0, 1, 2, 3)
   for tag in (*format_lib.TAGS, "\n"):
     assert len(v.encode(tag)) == 1, tag
-  assert vocab.bos_id(v) == 3
+  assert tokenizer_lib.bos_id(v) == 3
 
 
 @pytest.mark.parametrize("text", NOTES)
@@ -88,7 +89,7 @@ def test_pretrained_adapter_agrees_with_reference_tokenizers(hf_dir, text):
 def test_pretrained_adapter_special_tokens(hf_dir):
   v = vocab.load_vocabulary(hf_dir / "tokenizer.json")
   eos = tokenizers.Tokenizer.from_file(str(hf_dir / "tokenizer.json")).token_to_id("<|endoftext|>")
-  assert v.eos_id == v.pad_id == vocab.bos_id(v) == eos == 0  # id 0 is a real token here
+  assert v.eos_id == v.pad_id == tokenizer_lib.bos_id(v) == eos == 0  # id 0 is a real token here
   assert v.unk_id is None and v.vocab_size == 400
   assert [len(v.encode(tag)) for tag in format_lib.TAGS] == [1, 1, 1, 1]
   assert vocab.fingerprint(v) == vocab.fingerprint(vocab.load_vocabulary(hf_dir))

@@ -19,9 +19,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from rarejax import tokenizer as tokenizer_lib
 from rarejax.data import builders
 from rarejax.data import packing
-from rarejax.data import vocab as vocab_lib
 from rarejax.data.tf_setup import tf
 
 import seqio  # pylint: disable=g-bad-import-order  (after tf_setup hid the accelerators)
@@ -79,7 +79,7 @@ def get_batches(task_or_mixture: Provider, sequence_length: int, batch_size: int
   dataset = dataset.map(lambda ex: (ex["inputs"], ex["targets"]),
                         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
   yield from packing.batches(dataset.as_numpy_iterator(), sequence_length, batch_size, pack,
-                             bos_id=vocab_lib.bos_id(vocabulary), pad_id=vocabulary.pad_id,
+                             bos_id=tokenizer_lib.bos_id(vocabulary), pad_id=vocabulary.pad_id,
                              stats=stats)
 
 

@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 
 from rarejax import atomic_io
+from rarejax import tokenizer as tokenizer_lib
 from rarejax.data import batches
 from rarejax.data import cached_batches
 from rarejax.data import vocab as vocab_lib
@@ -102,4 +103,4 @@ def _write_arrays(task: seqio.Task, split: str, folder: pathlib.Path) -> dict:
   return {"task": task.name, "split": split, "examples": len(pieces["targets"]),
           "tokens": {f: int(sum(len(a) for a in arrays)) for f, arrays in pieces.items()},
           "vocabulary": vocab_lib.fingerprint(vocabulary),
-          "bos_id": int(vocab_lib.bos_id(vocabulary)), "pad_id": int(vocabulary.pad_id)}
+          "bos_id": int(tokenizer_lib.bos_id(vocabulary)), "pad_id": int(vocabulary.pad_id)}

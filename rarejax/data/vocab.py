@@ -8,24 +8,24 @@ Training is deterministic: one thread, fixed seed, sentences in the given order,
 
 Pretrained models: a SentencePiece `.model` file loads as seqio.SentencePieceVocabulary; a
 Hugging Face `tokenizer.json` (Qwen/Llama-3 families) loads as `HfTokenizerVocabulary`, which
-runs the `tokenizers` library in TF through tf.py_function.
+runs rarejax.tokenizer.HfTokenizer in TF through tf.py_function.
 
-The decoder input starts every sequence with `bos_id(vocabulary)`; sample from
-`[bos_id(vocab)] + vocab.encode(prompt)`.
+Inference loads the same files without TensorFlow or seqio (rarejax.tokenizer, same ids and
+text). The decoder input starts every sequence with `rarejax.tokenizer.bos_id(vocabulary)`;
+sample from `[bos_id(vocab)] + vocab.encode(prompt)`.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import pathlib
 from typing import Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
-import tokenizers
 
+from rarejax import tokenizer as tokenizer_lib
 from rarejax.data import format as format_lib
 from rarejax.data.tf_setup import tf
 
@@ -66,76 +66,39 @@ def train_sentencepiece(texts: Iterable[str], model_path: str | os.PathLike,
   return path
 
 
-def _special_token(config: dict, key: str) -> str | None:
-  """A special token from tokenizer_config.json ('eos_token': '<|endoftext|>' or {'content'})."""
-  value = config.get(key)
-  return value.get("content") if isinstance(value, dict) else value
-
-
 class HfTokenizerVocabulary(seqio.Vocabulary):
-  """A Hugging Face `tokenizers` tokenizer.json as a seqio Vocabulary (ids as the model knows them).
+  """A Hugging Face tokenizer.json (rarejax.tokenizer.HfTokenizer: its ids, special tokens and
+  Python side) as a seqio Vocabulary."""
 
-  Special tokens come from the arguments, else from tokenizer_config.json beside the file. EOS
-  is required; BOS defaults to EOS when the model has none (Qwen), PAD to EOS.
-  """
-
-  def __init__(self, tokenizer_file: str | os.PathLike, eos_token: str | None = None,
-               bos_token: str | None = None, pad_token: str | None = None,
-               unk_token: str | None = None):
-    path = pathlib.Path(tokenizer_file)
-    if path.is_dir():
-      path = path / "tokenizer.json"
-    if not path.is_file():
-      raise FileNotFoundError(f"tokenizer file not found: {path}")
-    data = path.read_bytes()
-    self._tokenizer = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
-    self.tokenizer_file = path
-    self.fingerprint = hashlib.sha256(data).hexdigest()[:12]
-    config_path = path.parent / "tokenizer_config.json"
-    config = json.loads(config_path.read_text("utf-8")) if config_path.is_file() else {}
-    eos = eos_token or _special_token(config, "eos_token")
-    if eos is None:
-      raise ValueError(f"{path}: no EOS token (pass eos_token= or add tokenizer_config.json)")
-    self._eos = self._id(eos, "eos")
-    bos = bos_token or _special_token(config, "bos_token")
-    self._bos = self._id(bos, "bos") if bos else self._eos
-    pad = pad_token or _special_token(config, "pad_token")
-    self._pad = self._id(pad, "pad") if pad else self._eos
-    unk = unk_token or _special_token(config, "unk_token")
-    self._unk = self._id(unk, "unk") if unk else None
+  def __init__(self, tokenizer_file: str | os.PathLike, **special_tokens: str | None):
+    self.tokenizer = tokenizer_lib.HfTokenizer(tokenizer_file, **special_tokens)
     super().__init__(extra_ids=0)
-
-  def _id(self, token: str, role: str) -> int:
-    token_id = self._tokenizer.token_to_id(token)
-    if token_id is None:
-      raise ValueError(f"{self.tokenizer_file}: {role} token {token!r} is not in the vocabulary")
-    return token_id
 
   @property
   def bos_id(self) -> int:
-    return self._bos
+    return self.tokenizer.bos_id
 
   @property
   def eos_id(self) -> int:
-    return self._eos
+    return self.tokenizer.eos_id
 
   @property
   def pad_id(self) -> int:
-    return self._pad
+    return self.tokenizer.pad_id
 
   @property
   def unk_id(self) -> int | None:
-    return self._unk
+    return self.tokenizer.unk_id
 
   @property
   def _base_vocab_size(self) -> int:
-    return self._tokenizer.get_vocab_size(with_added_tokens=True)
+    return self.tokenizer.vocab_size
 
   def _encode(self, s: str) -> list[int]:
-    return self._tokenizer.encode(s, add_special_tokens=False).ids
+    return self.tokenizer.encode(s)
 
   def _decode(self, ids: Sequence[int]) -> str:
-    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+    return self.tokenizer.decode(ids)  # seqio already cut at EOS and mapped UNK: the same again
 
   def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
     ids = tf.py_function(lambda t: np.asarray(self._encode(t.numpy().decode("utf-8")), np.int32),
@@ -153,32 +116,26 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     return text
 
   def __eq__(self, other) -> bool:
-    return isinstance(other, HfTokenizerVocabulary) and other.fingerprint == self.fingerprint
+    return (isinstance(other, HfTokenizerVocabulary)
+            and other.tokenizer.fingerprint == self.tokenizer.fingerprint)
 
   def __hash__(self) -> int:
-    return hash(self.fingerprint)
+    return hash(self.tokenizer.fingerprint)
 
 
 def load_vocabulary(path: str | os.PathLike, **special_tokens) -> seqio.Vocabulary:
-  """A SentencePiece `.model` file, or a tokenizer.json (or its folder), as a Vocabulary."""
-  path = pathlib.Path(path)
-  if path.suffix == ".model":
-    if not path.is_file():
-      raise FileNotFoundError(f"SentencePiece model not found: {path}")
+  """A SentencePiece `.model` file, or a tokenizer.json (or its folder), as a seqio Vocabulary
+  (for training and the data pipeline; inference uses rarejax.tokenizer.load_tokenizer)."""
+  path = tokenizer_lib.tokenizer_path(path)
+  if tokenizer_lib.is_sentencepiece(path):
     return seqio.SentencePieceVocabulary(str(path))
   return HfTokenizerVocabulary(path, **special_tokens)
-
-
-def bos_id(vocabulary: seqio.Vocabulary) -> int:
-  """The id that starts every decoder input: the vocabulary's BOS, else its EOS."""
-  bos = vocabulary.bos_id
-  return bos if bos is not None and bos >= 0 else vocabulary.eos_id
 
 
 def fingerprint(vocabulary: seqio.Vocabulary) -> str:
   """A short hash identifying the vocabulary's content (goes into task names)."""
   if isinstance(vocabulary, HfTokenizerVocabulary):
-    return vocabulary.fingerprint
+    return vocabulary.tokenizer.fingerprint
   if isinstance(vocabulary, seqio.SentencePieceVocabulary):
     return hashlib.sha256(vocabulary.sp_model).hexdigest()[:12]
   raise TypeError(f"no fingerprint for vocabulary type {type(vocabulary).__name__}")

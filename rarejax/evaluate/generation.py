@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from rarejax import tokenizer as tokenizer_lib
 from rarejax.data import format as format_lib
 from rarejax.evaluate import grader as grader_lib
 from rarejax.evaluate import metrics as metrics_lib
@@ -30,7 +31,8 @@ FORCED_ANSWER = f"\n{format_lib.THINK_CLOSE}\n{format_lib.ANSWER_OPEN}\n"
 
 
 class Tokenizer:
-  """What generation needs of a vocabulary (seqio Vocabulary satisfies it)."""
+  """What generation needs of a vocabulary (rarejax.tokenizer's tokenizers and seqio
+  Vocabularies satisfy it)."""
   eos_id: int
   bos_id: int | None
 
@@ -97,9 +99,7 @@ def single_piece(vocabulary: Tokenizer, text: str) -> tuple[int, ...]:
 
 def prompt_ids(vocabulary: Tokenizer, prompt: str) -> list[int]:
   """BOS (EOS when the vocabulary has none) + the tokenized prompt."""
-  bos = vocabulary.bos_id if vocabulary.bos_id is not None and vocabulary.bos_id >= 0 \
-      else vocabulary.eos_id
-  return [bos, *vocabulary.encode(prompt)]
+  return [tokenizer_lib.bos_id(vocabulary), *vocabulary.encode(prompt)]
 
 
 def tokens_after_prompt(vocabulary: Tokenizer, config: GenerationConfig) -> int:

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from rarejax import knowledge
 from rarejax import release
-from rarejax import startup
+from rarejax import tokenizer as tokenizer_lib
 from rarejax.cases import Case
 from rarejax.data import format as format_lib
 from rarejax.evaluate import generation
@@ -62,7 +62,7 @@ class LoadedModel:
   export_dir: pathlib.Path
   config: ModelConfig
   params: Any
-  vocabulary: Any  # a seqio Vocabulary (generation.Tokenizer)
+  vocabulary: tokenizer_lib.Tokenizer
   vocabulary_path: pathlib.Path
   metadata: Mapping[str, Any]
 
@@ -131,15 +131,11 @@ def vocabulary_path(export_dir: str | pathlib.Path, metadata: Mapping[str, Any],
 def load_model(export_dir: str | pathlib.Path,
                vocabulary: str | pathlib.Path | None = None) -> LoadedModel:
   """Params, config and vocabulary of an export (rarejax.train.checkpoint.export_params) or of a
-  release (rarejax.release)."""
-  # The vocabulary module imports TensorFlow (seqio); only a model evaluation needs it. Its
-  # native start-up lines are dropped when the command line asked for quiet (rarejax.startup).
-  with startup.native_stderr_filtered():
-    from rarejax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+  release (rarejax.release); the vocabulary as a rarejax.tokenizer Tokenizer (no TensorFlow)."""
   export_dir = pathlib.Path(export_dir)
   metadata = read_metadata(export_dir)
   vocab_path = vocabulary_path(export_dir, metadata, vocabulary)
-  vocab = vocab_lib.load_vocabulary(vocab_path)
+  vocab = tokenizer_lib.load_tokenizer(vocab_path)
   config = ModelConfig(**metadata["model_config"])
   if vocab.vocab_size > config.vocab_size:
     raise ValueError(f"vocabulary {vocab_path} has {vocab.vocab_size} pieces but the model in "

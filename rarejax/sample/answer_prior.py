@@ -33,6 +33,7 @@ import numpy as np
 
 from rarejax import atomic_io
 from rarejax import release
+from rarejax import tokenizer as tokenizer_lib
 from rarejax.data import cached_batches
 from rarejax.sample import first_entry
 
@@ -138,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    f"{args.stage} stages have finished")
   data = json.loads(data_result.read_text())
   provider = args.provider or data["tasks"]["sft_mixture"]
-  from rarejax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
-  vocabulary = vocab_lib.load_vocabulary(data["vocabulary"])
+  vocabulary = tokenizer_lib.load_tokenizer(data["vocabulary"])  # the ids training used, no TF
   try:
     path = write_for_export(export, workdir / "data", provider, vocabulary)
   except (FileNotFoundError, ValueError) as err:
