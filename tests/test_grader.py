@@ -48,14 +48,14 @@ def test_gold_beyond_max_rank_is_found_but_earns_no_reward():
   assert result.reciprocal_rank == pytest.approx(1 / 13) and result.rank_reward == 0.0
 
 
-def test_final_diagnosis_exact_match():
+def test_final_diagnosis_exact_match_needs_a_single_entry_by_default():
   assert _grade([("Marfan syndrome", "OMIM:154700")]).exact_match == 1.0
+  assert _grade([("Marfan syndrome", None), ("MFS", None)]).exact_match == 1.0  # one disease
   first_of_two = [("MFS", None), ("Homocystinuria", None)]
-  assert _grade(first_of_two).exact_match == 1.0
-  strict = grader.GraderConfig(final_single_entry=True)
-  assert _grade(first_of_two, config=strict).exact_match == 0.0
-  assert _grade([("Marfan syndrome", None)], config=strict).exact_match == 1.0
-  assert _grade([("Homocystinuria", None), ("MFS", None)]).exact_match == 0.0
+  assert _grade(first_of_two).exact_match == 0.0                 # a list is not a diagnosis
+  lenient = grader.GraderConfig(final_single_entry=False)
+  assert _grade(first_of_two, config=lenient).exact_match == 1.0
+  assert _grade([("Homocystinuria", None), ("MFS", None)], config=lenient).exact_match == 0.0
 
 
 def test_explicit_id_wins_and_unknown_ids_fall_back_to_the_name():

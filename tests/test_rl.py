@@ -1,7 +1,10 @@
-"""Tests for rarejax.rl: advantages, dynamic sampling, the DAPO loss by hand, on-policy ratio, the
-reference KL, the curriculum schedule, reward terms, and a short RL stage run (export, metrics)."""
+"""Tests for rarejax.rl: advantages (shaping keeps the accuracy sign), dynamic sampling on the
+accuracy outcome, the DAPO loss by hand, on-policy ratio and off-policy minibatches (the clip acts),
+the reference KL, the curriculum schedule, reward terms, the single-entry final level, the shipped
+configs, and short RL stage runs (export, metrics, filtering)."""
 import functools
 import json
+import pathlib
 import math
 import os
 import signal
@@ -10,6 +13,9 @@ import jax
 import numpy as np
 import pytest
 
+import gin
+
+from rarejax import main as main_lib
 from rarejax.evaluate import grader as grader_lib
 from rarejax.knowledge import grounding
 from rarejax.model import transformer
@@ -58,6 +64,26 @@ def test_group_advantages_use_the_unbiased_group_std_and_flag_equal_groups():
     dapo.group_advantages(rewards[:5], 4)
 
 
+def test_shaping_scales_but_never_flips_the_accuracy_advantage():
+  accuracy = np.array([1, 1, 0, 0], np.float32)
+  shaping = np.array([0, -.5, 0, -.5], np.float32)
+  plain = dapo.group_advantages(accuracy, 4)                     # [a, a, -a, -a]
+  shaped = dapo.shaped_advantages(accuracy, shaping, 4)
+  # the penalized correct sample keeps half its credit; the penalized wrong one gets 1.5x blame
+  np.testing.assert_allclose(shaped, plain * [1, .5, 1, 1.5], rtol=1e-6)
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    accuracy = rng.choice([0, .1, .5, 1], 8).astype(np.float32)
+    shaping = -rng.uniform(0, .99, 8).astype(np.float32)
+    plain = dapo.group_advantages(accuracy, 8)
+    np.testing.assert_array_equal(np.sign(dapo.shaped_advantages(accuracy, shaping, 8)),
+                                  np.sign(plain))
+  equal = dapo.shaped_advantages(np.ones(4), np.array([0, -.9, -.5, 0]), 4)
+  np.testing.assert_array_equal(equal, 0.0)                      # no accuracy signal: none at all
+  with pytest.raises(ValueError, match="shaping"):
+    dapo.shaped_advantages(accuracy, np.full(8, -1.0), 8)
+
+
 def test_dynamic_sampling_refills_until_full_and_stops_after_max_draws():
   rounds = [np.array([1, 0, 1, 1, 0, 1.]), np.array([0, 0, 1, 0, 1, 0.]), np.array([1, 0] * 3)]
   filled = dapo.dynamic_sampling(lambda r: rounds[r], lambda x: x, group_size=2, num_groups=4,
@@ -96,7 +122,8 @@ def test_dapo_loss_by_hand_clip_higher_token_level_and_masks_after_stop():
   # Token-level mean -0.32, not the mean of per-sequence means ((-0.96 + 1.6) / 2 = 0.32).
   assert float(out.loss_sum / out.weight_sum) == pytest.approx(-0.32, rel=1e-5)
   sums = {k: float(v) for k, v in out.metric_sums.items()}
-  assert sums["clip_fraction"] == pytest.approx(2.0)             # 1.5 with A > 0, 0.5 with A < 0
+  assert sums["clip_fraction_high"] == pytest.approx(1.0)        # 1.5 with A > 0
+  assert sums["clip_fraction_low"] == pytest.approx(1.0)         # 0.5 with A < 0
   assert sums["ratio_mean"] == pytest.approx(1.5 + 0.5 + 1.1 + 0.5, rel=1e-5)
   assert sums["entropy"] == pytest.approx(4 * math.log(4), rel=1e-5)
   assert "kl" not in sums
@@ -125,7 +152,7 @@ PROMPTS = [rollout_lib.Prompt(ids=(2, 40, 41, 42, 43), gold_ids=("OMIM:154700",)
 
 
 def _constant_rewards(texts, responses, golds, tasks):
-  """Rewards that differ within each group of 2 (sample 0 better), so every group is kept."""
+  """Accuracy that differs within each group of 2 (sample 0 right), so every group is kept."""
   terms = {name: np.zeros(len(texts), np.float32) for name in rewards_lib.TERMS}
   terms["accuracy"][::2] = 1.0
   return rewards_lib.Rewards.combine(terms, rewards_lib.RewardConfig().weights())
@@ -142,17 +169,17 @@ def tiny():
   samples = rollout(params, PROMPTS, jax.random.key(1))
   rows = np.arange(4)
   batch = rollout_lib.learner_batch(
-      [(samples, rows, dapo.group_advantages(samples.rewards.total, 2))], rows=4, length=24,
+      [(samples, rows, dapo.group_advantages(samples.rewards.accuracy, 2))], rows=4, length=24,
       temperature=0.7, pad_id=0)
   return config, params, samples, batch
 
 
-def _learner(config, params, beta=0.0):
+def _learner(config, params, beta=0.0, learning_rate=1e-3, **updates):
   return rollout_lib.Learner(
       model_config=config, dapo_config=dapo.DapoConfig(beta=beta), init_params=params,
-      optimizer_config=optimizer.OptimizerConfig(learning_rate=1e-3, warmup_steps=0,
+      optimizer_config=optimizer.OptimizerConfig(learning_rate=learning_rate, warmup_steps=0,
                                                  total_steps=10),
-      mesh=mesh_lib.make_mesh())
+      mesh=mesh_lib.make_mesh(), **updates)
 
 
 def test_learner_batch_aligns_old_logprobs_with_response_targets(tiny):
@@ -192,7 +219,19 @@ def test_first_on_policy_step_has_ratio_one_and_no_reference_forward(tiny, score
   assert not scorer_calls and "kl" not in metrics               # beta = 0: no reference forward
   assert metrics["updated"] == 1.0 and metrics["tokens"] == scored.sum()
   assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-4)
-  assert metrics["clip_fraction"] == 0.0
+  assert metrics["clip_fraction_low"] == metrics["clip_fraction_high"] == 0.0
+
+
+def test_minibatch_epochs_reuse_the_rollout_off_policy_so_the_clip_acts(tiny):
+  config, params, _, batch = tiny
+  frozen = batch["old_logprobs"].copy()
+  learner = _learner(config, params, learning_rate=3e-2, minibatches=2, epochs=2)
+  metrics = learner.update(batch, np.random.default_rng(0))
+  assert learner.step == 4 and metrics["updated"] == 1.0         # 2 epochs x 2 minibatches
+  assert metrics["tokens"] == 2 * (batch["loss_weights"] > 0).sum()
+  assert abs(metrics["ratio_mean"] - 1.0) > 1e-2                 # later updates are off-policy
+  assert metrics["clip_fraction_low"] + metrics["clip_fraction_high"] > 0
+  np.testing.assert_array_equal(batch["old_logprobs"], frozen)  # rollout log-probs stay frozen
 
 
 def test_kl_to_the_reference_is_zero_until_the_policy_moves(tiny, scorer_calls):
@@ -276,9 +315,8 @@ def test_reward_terms_by_hand():
   assert rewards_lib.overlong_penalty(100, 100, 20) == -1.0
   assert rewards_lib.repetition_penalty([1, 2, 1, 2, 1, 2], 2) == pytest.approx(-0.6)
   assert rewards_lib.repetition_penalty([1, 2, 3], 4) == 0.0
-  config = rewards_lib.RewardConfig(accuracy_weight=1.0, format_weight=0.2,
-                                    repetition_weight=0.5, overlong_weight=0.5,
-                                    overlong_buffer=20, repetition_ngram=2,
+  config = rewards_lib.RewardConfig(format_weight=0.2, repetition_weight=0.3,
+                                    overlong_weight=0.3, overlong_buffer=20, repetition_ngram=2,
                                     grader=grader_lib.GraderConfig(rank_decay="reciprocal"))
   reward_fn = rewards_lib.GraderRewards(INDEX, config, max_length=100)
   texts = [MARFAN_FIRST, MARFAN_SECOND, MARFAN_SECOND, "I am not sure."]
@@ -286,12 +324,24 @@ def test_reward_terms_by_hand():
   out = reward_fn(texts, tokens, [("OMIM:154700",)] * 4,
                   ["differential", "differential", "final", "differential"])
   np.testing.assert_allclose(out.terms["accuracy"], [1.0, 0.5, 0.0, 0.0])   # rank 1, 2; final
-  np.testing.assert_allclose(out.terms["format"], [1, 1, 1, 0])
+  np.testing.assert_allclose(out.terms["format"], [0, 0, 0, -1])
   np.testing.assert_allclose(out.terms["repetition"], [-8 / 9, 0, 0, -0.6], rtol=1e-6)
   np.testing.assert_allclose(out.terms["overlong"], [0, -0.5, 0, 0])
-  np.testing.assert_allclose(out.total, [1 + 0.2 - 4 / 9, 0.5 + 0.2 - 0.25, 0.2, -0.3],
-                             rtol=1e-6)
+  np.testing.assert_allclose(out.shaping, [-0.3 * 8 / 9, -0.15, 0, -0.2 - 0.18], rtol=1e-6)
+  np.testing.assert_allclose(out.total, out.terms["accuracy"] + out.shaping)
   np.testing.assert_array_equal(out.passed, [True, True, False, False])
+  with pytest.raises(ValueError, match="sum below 1"):
+    rewards_lib.RewardConfig(repetition_weight=0.5, overlong_weight=0.5)  # could flip a sign
+
+
+def test_final_level_rewards_a_single_diagnosis_only():
+  reward_fn = rewards_lib.GraderRewards(INDEX, rewards_lib.RewardConfig(overlong_buffer=20),
+                                        max_length=100)
+  single = "<think>\ntall\n</think>\n<answer>\n1. Marfan syndrome (OMIM:154700)\n</answer>"
+  out = reward_fn([MARFAN_FIRST, single, MARFAN_FIRST], [[5, 6]] * 3, [("OMIM:154700",)] * 3,
+                  ["final", "final", "differential"])
+  np.testing.assert_allclose(out.terms["accuracy"], [0.0, 1.0, 1.0])  # a list is no diagnosis
+  np.testing.assert_array_equal(out.passed, [False, True, True])
 
 
 # ---- the stage ----------------------------------------------------------------------------------
@@ -316,7 +366,7 @@ def _run(workdir, num_steps, reward_fn=None):
   config, params = _tiny_llama()
   settings = stage_lib.Settings(
       rl=stage_lib.RLConfig(num_steps=num_steps, prompts_per_step=2, max_draws=2,
-                            updates_per_step=2, checkpoint_every=10, async_checkpoints=False,
+                            minibatches=2, checkpoint_every=10, async_checkpoints=False,
                             length_multiple=16),
       rollout=rollout_lib.RolloutConfig(group_size=2, max_new_tokens=10),
       curriculum=curriculum_lib.CurriculumConfig(replay_fraction=0.5),
@@ -349,6 +399,54 @@ def test_rl_stage_runs_two_steps_and_writes_an_export_and_metrics(tmp_path):
   assert all(expected <= set(r) for r in steps)
   assert any("curriculum/differential/tier2_cases" in r for r in rows)
   assert any(r.get("eval/top1") == 0.5 for r in rows)
+
+
+def _shaped_rewards(texts, responses, golds, tasks):
+  """Per 2 prompts x G = 2: group 0 all right, only its shaping differs (must be dropped); group 1
+  a right answer (rank 2) with heavy penalties and a wrong, clean one (the right one must win)."""
+  terms = {name: np.zeros(len(texts), np.float32) for name in rewards_lib.TERMS}
+  terms["accuracy"][:] = [1.0, 1.0, 0.5, 0.0]
+  terms["repetition"][:] = [0.0, -0.5, -1.0, 0.0]
+  terms["overlong"][:] = [0.0, 0.0, -1.0, 0.0]
+  return rewards_lib.Rewards.combine(terms, rewards_lib.RewardConfig().weights())
+
+
+def test_rl_stage_keeps_groups_by_accuracy_and_shaping_keeps_its_sign(tmp_path, monkeypatch):
+  batches = []
+  build = rollout_lib.learner_batch
+  monkeypatch.setattr(rollout_lib, "learner_batch",
+                      lambda *a, **k: batches.append(build(*a, **k)) or batches[-1])
+  _run(tmp_path, 1, reward_fn=_shaped_rewards)
+  step = next(r for r in writers.read_metrics(tmp_path) if "rl/reward" in r)
+  advantages = batches[0]["advantages"][batches[0]["loss_weights"].any(axis=1)]
+  # two draws, each keeps group 1 only: (right, wrong) rows, the right one ahead despite shaping
+  assert (step["rl/dropped_group_fraction"], step["rl/kept_groups"],
+          np.sign(advantages).tolist()) == (0.5, 2, [1, -1, 1, -1])
+  assert {"train/clip_fraction_low", "train/clip_fraction_high"} <= set(step)
+  assert step["train/ratio_mean"] != 1.0                         # the second minibatch is off-policy
+
+
+def _rl_experiments():
+  """Experiment gin files whose pipeline runs the rl stage."""
+  root = pathlib.Path(__file__).resolve().parents[1] / "gin_configs" / "experiments"
+  return sorted(p.stem for p in root.glob("*.gin")
+                if any(line.startswith("run_pipeline.stages") and "'rl'" in line
+                       for line in p.read_text().splitlines()))
+
+
+@pytest.mark.parametrize("name", _rl_experiments())
+def test_shipped_rl_configs_reuse_rollouts_and_grade_a_single_final_diagnosis(name):
+  bindings = ["CHECKPOINT = '/nonexistent'"] if name == "paper_gpu" else []
+  gin.clear_config()
+  try:
+    main_lib.parse_config([f"experiments/{name}.gin"], bindings)
+    with gin.config_scope("rl"):
+      config, reward = stage_lib.RLConfig(), rewards_lib.RewardConfig()
+  finally:
+    gin.clear_config()
+  assert config.minibatches * config.epochs > 1                 # updates after the first clip
+  assert config.max_draws > 1                                    # dropped groups are refilled
+  assert reward.grader.final_single_entry
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ small_7m with a 4096 vocabulary, 8 prompts x G=4 x 300 new tokens, prompts of 27
 
 Usage (CPU; ~2-3 minutes on an idle 2-core machine):
   .venv/bin/python experiments/benchmarks/rl_step.py
-  .venv/bin/python experiments/benchmarks/rl_step.py --beta 0.01 --updates_per_step 2
+  .venv/bin/python experiments/benchmarks/rl_step.py --beta 0.01 --minibatches 2 --epochs 2
 GPU (not run yet: no GPU in the session that wrote this; same script, e.g.):
   python experiments/benchmarks/rl_step.py --preset small_100m --prompts 64 --group 8 \
       --out experiments/benchmarks/results/rl_step_gpu.json
@@ -55,7 +55,7 @@ class RandomTokens:
 
 
 def random_rewards(texts, responses, golds, tasks):
-  """Uniform random accuracy terms (seeded by the responses): every group has varied rewards."""
+  """Uniform random accuracy terms (seeded by the responses): every group has varied outcomes."""
   seed = sum(sum(r[:4]) for r in responses) % (2**31)
   terms = {name: np.zeros(len(texts), np.float32) for name in rewards.TERMS}
   terms["accuracy"] = np.random.default_rng(seed).random(len(texts)).astype(np.float32)
@@ -75,7 +75,7 @@ def run(args) -> dict:
   params = jax.jit(transformer.init_params, static_argnums=0)(config, jax.random.key(0))
   settings = stage_lib.Settings(
       rl=stage_lib.RLConfig(num_steps=args.steps + 1, prompts_per_step=args.prompts,
-                            max_draws=1, updates_per_step=args.updates_per_step,
+                            max_draws=1, minibatches=args.minibatches, epochs=args.epochs,
                             checkpoint_every=10**6, async_checkpoints=False),
       rollout=rollout.RolloutConfig(group_size=args.group, max_new_tokens=args.new_tokens,
                                     temperature=1.0),
@@ -92,7 +92,7 @@ def run(args) -> dict:
   return {"params": transformer.count_params(params), "config": config.to_dict(),
           "prompts": args.prompts, "group": args.group, "new_tokens": args.new_tokens,
           "prompt_len": args.prompt_len, "beta": args.beta,
-          "updates_per_step": args.updates_per_step, "steps_timed": len(timed),
+          "minibatches": args.minibatches, "epochs": args.epochs, "steps_timed": len(timed),
           "first_step_s": rows[0]["rl/seconds_per_step"],
           **{name: float(np.median([r[key] for r in timed])) for name, key in TIMED.items()},
           "all_steps": [{name: r[key] for name, key in TIMED.items()} for r in rows]}
@@ -107,7 +107,8 @@ def main() -> None:
   parser.add_argument("--new_tokens", type=int, default=300)
   parser.add_argument("--prompt_len", type=int, default=270)
   parser.add_argument("--beta", type=float, default=0.0, help="> 0 adds the reference forward")
-  parser.add_argument("--updates_per_step", type=int, default=1)
+  parser.add_argument("--minibatches", type=int, default=stage_lib.RLConfig.minibatches)
+  parser.add_argument("--epochs", type=int, default=stage_lib.RLConfig.epochs)
   parser.add_argument("--steps", type=int, default=3, help="timed steps after the warm-up")
   parser.add_argument("--out", default=str(RESULTS / "rl_step.json"))
   common.add_malloc_flag(parser)

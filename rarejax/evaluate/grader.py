@@ -38,13 +38,14 @@ class GraderConfig:
       Beyond max_rank, or absent, the reward is 0.
     max_rank: the last rank that earns a differential reward.
     final_single_entry: a final diagnosis counts as an exact match only when the answer holds a
-      single entry (otherwise the first entry decides).
+      single (distinct) disease: the final task asks for one, and crediting a list by its first
+      line would make it the differential again. False lets the first entry decide.
     match_alternatives: let the alternatives of an ambiguous exact name or id match the gold.
   """
   ks: tuple[int, ...] = (1, 3, 5, 10)
   rank_decay: str = "reciprocal"
   max_rank: int = 10
-  final_single_entry: bool = False
+  final_single_entry: bool = True
   match_alternatives: bool = True
 
   def __post_init__(self):

@@ -2,7 +2,7 @@
 (difficulty tiers from the policy's pass rate, easy to hard), with replay of earlier phases.
 
 Case level: a case's difficulty is the policy's pass rate over G samples (rewards.Rewards.passed:
-the gold within the top max_rank of a differential, exactly the gold of a final diagnosis),
+the gold within the top max_rank of a differential, exactly the gold, alone, as a final diagnosis),
 measured before RL and re-measured every `refresh_every` steps for the current task level.
 Tier k holds the cases with tier_min_pass[k] <= pass rate < tier_min_pass[k - 1]: with (0.5, 0.25)
 and G = 4, tier 0 passes at least 2 of 4 samples, tier 1 one of 4, tier 2 none.

@@ -1,20 +1,30 @@
 """DAPO: group-relative advantages, dynamic sampling, and the clip-higher token-level loss ("dapo").
 
-Advantages. Sample i of a group (the G samples of one prompt) gets
+Advantages. Sample i of a group (the G samples of one prompt), with accuracy outcome a_i and
+shaping s_i in (-1, 0] (rarejax.rl.rewards: weighted format/repetition/overlong penalties), gets
 
-  A_i = (r_i - mean(r)) / (std(r) + eps),   eps = 1e-6,
+  A_i = B_i + |B_i| s_i,   B_i = (a_i - mean(a)) / (std(a) + eps),   eps = 1e-6,
 
-with std the *unbiased* sample standard deviation over the group's G rewards (ddof = 1): the
+with std the *unbiased* sample standard deviation over the group's G outcomes (ddof = 1): the
 convention of verl's GRPO advantage (torch.std), which DAPO's reference recipe uses. (ddof = 0
-would scale every advantage by sqrt(G / (G - 1)).)
+would scale every advantage by sqrt(G / (G - 1)).) The accuracy outcome alone sets the direction
+of every update; shaping only sets its size within an outcome: a penalized right answer keeps a
+fraction 1 + s_i of its credit (still > 0), a penalized wrong one takes 1 - s_i times the blame.
+So shaping cannot create an advantage (B_i = 0 gives A_i = 0) nor flip one's sign, whatever the
+group size; a penalty bounded by a reward gap instead (r = a + s) would not guarantee that, since
+the group mean moves with G.
 
-Dynamic sampling. A group whose rewards are all equal has A = 0 everywhere: it carries no
-gradient but would still count in the token mean, so it is dropped and the batch is refilled
-with freshly drawn prompts, for at most `max_draws` rollout rounds per step.
+Dynamic sampling. A group whose accuracy outcomes are all equal (every sample right, or every
+one wrong, or every differential at the same rank) has A = 0 everywhere: it carries no gradient
+but would still count in the token mean, so it is dropped and the batch is refilled with freshly
+drawn prompts, for at most `max_draws` rollout rounds per step. For the final diagnosis (exact
+match in {0, 1}) this keeps exactly the groups with 0 < correct < G.
 
 Loss. For response token t of sample i, with the temperature-T log-probs of the learner
-(logits / T) and of the rollout (`old_logprobs`, from the sampler at the same T), so that the
-first on-policy update has ratio exactly 1:
+(logits / T) and of the rollout (`old_logprobs`, from the sampler at the same T and frozen for
+every update on that rollout), so that the first update has ratio exactly 1 and the later
+minibatch updates on the same rollout (rollout.Learner: epochs x minibatches) are off-policy,
+where the asymmetric clip acts:
 
   ratio_t = exp(logp_t - old_logp_t)
   loss_t  = -min(ratio_t A_i, clip(ratio_t, 1 - eps_low, 1 + eps_high) A_i)  +  beta * k3_t
@@ -86,9 +96,21 @@ def group_advantages(rewards: np.ndarray, group_size: int,
   return ((groups - mean) / (std + eps)).reshape(-1).astype(np.float32)
 
 
-def varied_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
-  """bool [N]: groups whose rewards are not all equal (the ones dynamic sampling keeps)."""
-  groups = _groups(rewards, group_size)
+def shaped_advantages(accuracy: np.ndarray, shaping: np.ndarray, group_size: int,
+                      eps: float = DEFAULT_ADVANTAGE_EPS) -> np.ndarray:
+  """float32 [N * G]: the accuracy advantage B scaled by the shaping, B + |B| * shaping (module
+  docstring); shaping [N * G] must lie in (-1, 0]."""
+  shaping = np.asarray(shaping, np.float32)
+  if shaping.size and (shaping.min() <= -1 or shaping.max() > 0):
+    raise ValueError(f"shaping must lie in (-1, 0] so that it never flips an advantage; got "
+                     f"[{shaping.min()}, {shaping.max()}].")
+  advantages = group_advantages(accuracy, group_size, eps)
+  return advantages + np.abs(advantages) * shaping
+
+
+def varied_groups(outcomes: np.ndarray, group_size: int) -> np.ndarray:
+  """bool [N]: groups whose outcomes are not all equal (the ones dynamic sampling keeps)."""
+  groups = _groups(outcomes, group_size)
   return groups.max(axis=1) > groups.min(axis=1)
 
 
@@ -103,7 +125,7 @@ class Filled(Generic[S]):
     draws: every rollout drawn, in order (all of them feed the reward/length statistics).
     kept: (draw index, group index within that draw) of the groups used, at most num_groups.
     groups_drawn: groups sampled over all draws.
-    groups_varied: of those, groups whose rewards were not all equal.
+    groups_varied: of those, groups whose accuracy outcomes were not all equal.
   """
   draws: list[S]
   kept: list[tuple[int, int]]
@@ -112,17 +134,18 @@ class Filled(Generic[S]):
 
   @property
   def dropped_fraction(self) -> float:
-    """Fraction of drawn groups dropped because their rewards were all equal."""
+    """Fraction of drawn groups dropped because their accuracy outcomes were all equal."""
     return 1.0 - self.groups_varied / max(self.groups_drawn, 1)
 
 
-def dynamic_sampling(draw: Callable[[int], S], rewards_of: Callable[[S], np.ndarray],
+def dynamic_sampling(draw: Callable[[int], S], outcomes_of: Callable[[S], np.ndarray],
                      group_size: int, num_groups: int, max_draws: int) -> Filled[S]:
-  """Draws rollouts until `num_groups` groups with varied rewards are kept or `max_draws` ran.
+  """Draws rollouts until `num_groups` groups with varied outcomes are kept or `max_draws` ran.
 
   Args:
     draw: draw(round) -> a rollout of whole groups (round = 0, 1, ...).
-    rewards_of: its rewards [N * G].
+    outcomes_of: its accuracy outcomes [N * G] (never the shaped reward: shaping alone must not
+      keep a group).
     group_size: G.
     num_groups: groups a full batch holds.
     max_draws: most rollout rounds (>= 1); a batch may stay short, even empty.
@@ -133,7 +156,7 @@ def dynamic_sampling(draw: Callable[[int], S], rewards_of: Callable[[S], np.ndar
   filled: Filled[S] = Filled(draws=[], kept=[], groups_drawn=0, groups_varied=0)
   for round_index in range(max_draws):
     rollout = draw(round_index)
-    varied = varied_groups(rewards_of(rollout), group_size)
+    varied = varied_groups(outcomes_of(rollout), group_size)
     filled.draws.append(rollout)
     filled.groups_drawn += varied.size
     filled.groups_varied += int(varied.sum())
@@ -158,9 +181,10 @@ def _entropy(scaled: Array) -> Array:
 def make_dapo_loss(config: DapoConfig) -> losses.LossFn:
   """The DAPO loss (module docstring) as a train-step loss function.
 
-  Metric sums (divided by the response-token count in the step): pg_loss, ratio_mean,
-  clip_fraction (tokens whose clip is active: A > 0 and ratio > 1 + eps_high, or A < 0 and
-  ratio < 1 - eps_low), entropy (of the temperature-T distribution), and kl when beta > 0.
+  Metric sums (divided by the response-token count in the step): pg_loss, ratio_mean, the
+  tokens whose clip is active on each side, clip_fraction_high (A > 0 and ratio > 1 + eps_high)
+  and clip_fraction_low (A < 0 and ratio < 1 - eps_low), entropy (of the temperature-T
+  distribution), and kl when beta > 0.
   """
   def dapo_loss(logits: Array, batch: losses.Batch, rng: Array) -> losses.LossOutput:
     del rng  # deterministic
@@ -179,12 +203,14 @@ def make_dapo_loss(config: DapoConfig) -> losses.LossFn:
     advantages = batch["advantages"][:, None]
     clipped_ratio = jnp.clip(ratio, 1.0 - config.eps_low, 1.0 + config.eps_high)
     pg = -jnp.minimum(ratio * advantages, clipped_ratio * advantages)
-    clipped = (((advantages > 0) & (ratio > 1.0 + config.eps_high))
-               | ((advantages < 0) & (ratio < 1.0 - config.eps_low)))
+    clipped_high = (advantages > 0) & (ratio > 1.0 + config.eps_high)
+    clipped_low = (advantages < 0) & (ratio < 1.0 - config.eps_low)
     entropy = _entropy(jax.lax.stop_gradient(scaled))
     total = lambda x: jnp.sum(x * weights)
     metrics = {"pg_loss": total(pg), "ratio_mean": total(jax.lax.stop_gradient(ratio)),
-               "clip_fraction": total(clipped.astype(jnp.float32)), "entropy": total(entropy)}
+               "clip_fraction_high": total(clipped_high.astype(jnp.float32)),
+               "clip_fraction_low": total(clipped_low.astype(jnp.float32)),
+               "entropy": total(entropy)}
     per_token = pg
     if config.beta > 0:
       delta = jnp.where(scored, batch["ref_logprobs"] - logp, 0.0)

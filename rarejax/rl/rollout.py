@@ -3,7 +3,8 @@
   rollout = Rollout(sampler, tokenizer, reward_fn, RolloutConfig(group_size=4, ...))
   samples = rollout(learner.params, prompts, rng)    # G samples per prompt, old log-probs, rewards
   batch = learner_batch(pieces, rows=..., length=..., temperature=..., pad_id=...)
-  metrics = learner.update(batch, rng)                # the shared train step with the 'dapo' loss
+  metrics = learner.update(batch, rng)                # epochs x minibatches of the shared train
+                                                      # step with the 'dapo' loss
 
 On one mesh the rollout samples straight from the learner's params (no weight sync); split
 across meshes, `Learner.params` is where a transfer would go. The learner also owns the frozen
@@ -182,16 +183,22 @@ class Learner:
     init_params: params a fresh run starts from (the previous stage's export).
     mesh: the device mesh (training rules).
     num_microbatches: gradient accumulation within one update.
-    updates_per_step: optimizer updates per rollout batch (the rows split into equal
-      minibatches; updates after the first are off-policy, where the clip acts).
+    minibatches: optimizer updates per pass over a rollout batch (its rows split into equal
+      minibatches).
+    epochs: passes over the same rollout batch, each reshuffled. Every update after a batch's
+      first (later minibatches and epochs) sees params that moved since the rollout while the
+      old log-probs stay the rollout's: off-policy, where the clip acts.
     seed: rng of the state (minibatch shuffles come from `update`'s rng).
   """
 
   def __init__(self, *, model_config: ModelConfig, optimizer_config: optimizer.OptimizerConfig,
                dapo_config: dapo.DapoConfig, init_params: Params, mesh: Mesh,
-               num_microbatches: int = 1, updates_per_step: int = 1, seed: int = 0):
+               num_microbatches: int = 1, minibatches: int = 1, epochs: int = 1, seed: int = 0):
+    if minibatches < 1 or epochs < 1:
+      raise ValueError(f"Learner needs minibatches >= 1 and epochs >= 1, got {minibatches} and "
+                       f"{epochs}.")
     self.model_config, self.dapo_config, self.mesh = model_config, dapo_config, mesh
-    self.updates_per_step = updates_per_step
+    self.minibatches, self.epochs = minibatches, epochs
     self.tx = optimizer.make_optimizer(optimizer_config)
     self.shardings = state_lib.train_state_shardings(model_config, self.tx, mesh)
     self.abstract_state = checkpoint_lib.abstract_with_shardings(
@@ -212,6 +219,11 @@ class Learner:
     return self.state.params
 
   @property
+  def updates_per_step(self) -> int:
+    """Update slots per rollout batch: epochs x minibatches."""
+    return self.epochs * self.minibatches
+
+  @property
   def step(self) -> int:
     """Update slots used so far (updates_per_step per RL step, skipped updates included)."""
     return int(jax.device_get(self.state.step))
@@ -230,21 +242,24 @@ class Learner:
     return {**batch, "ref_logprobs": np.asarray(jax.device_get(ref))}
 
   def update(self, batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, float]:
-    """`updates_per_step` optimizer updates on the batch's rows (shuffled, equal minibatches).
+    """`epochs` passes of `minibatches` optimizer updates each over the batch's rows.
 
-    Each minibatch is its own token-level mean. A minibatch without scored tokens (all padding:
-    dynamic sampling left the batch short) applies no update; only the step counter advances.
-    Returns the token-weighted mean of the applied updates' metrics, 'tokens' summed, and
-    'updated', the fraction of updates applied.
+    Each pass shuffles the scored rows and places them first, padding rows last, then splits the
+    rows into equal minibatches, so a short batch (dynamic sampling ran out of draws) fills whole
+    minibatches rather than thinning every one. Each minibatch is its own token-level mean. A
+    minibatch without scored tokens applies no update; only the step counter advances. Returns
+    the token-weighted mean of the applied updates' metrics, 'tokens' summed, and 'updated', the
+    fraction of updates applied.
     """
     rows = batch["loss_weights"].shape[0]
-    if rows % self.updates_per_step:
-      raise ValueError(f"{rows} batch rows do not split into updates_per_step="
-                       f"{self.updates_per_step} equal minibatches.")
-    if batch["loss_weights"].any():
+    if rows % self.minibatches:
+      raise ValueError(f"{rows} batch rows do not split into minibatches={self.minibatches} "
+                       "equal minibatches.")
+    scored = batch["loss_weights"].any(axis=1)
+    if scored.any():
       batch = self.with_reference(batch)
     results = []
-    for indices in rng.permutation(rows).reshape(self.updates_per_step, -1):
+    for indices in self._minibatch_rows(scored, rng):
       minibatch = {k: v[indices] for k, v in batch.items()}
       if not minibatch["loss_weights"].any():
         step = jax.device_put(self.state.step + 1, self.shardings.step)
@@ -255,6 +270,14 @@ class Learner:
     if not results:
       return {"updated": 0.0}
     return {**_token_weighted(results), "updated": len(results) / self.updates_per_step}
+
+  def _minibatch_rows(self, scored: np.ndarray,
+                      rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices of every update: per epoch, shuffled scored rows then padding, split."""
+    padding = np.flatnonzero(~scored)
+    passes = [np.concatenate([rng.permutation(np.flatnonzero(scored)), padding])
+              for _ in range(self.epochs)]
+    return [part for order in passes for part in np.split(order, self.minibatches)]
 
   def _compile(self, batch: dict[str, np.ndarray]) -> step_lib.CompiledStep:
     key = tuple(sorted((k, v.shape) for k, v in batch.items()))

@@ -1,9 +1,11 @@
 """The RL stage ('rl'): DAPO under the dual-level curriculum, from the previous export to a new one.
 
 One step: the curriculum draws prompts_per_step prompts; the rollout samples G responses each
-(shared sampler) and scores them (shared grader); dynamic sampling drops groups whose rewards
-are all equal and draws again (at most max_draws rounds); the kept groups' group-relative
-advantages feed updates_per_step DAPO updates (the shared train step). Before the first step
+(shared sampler) and scores them (shared grader); dynamic sampling drops groups whose accuracy
+outcomes are all equal and draws again (at most max_draws rounds); the kept groups'
+group-relative advantages (accuracy sets their signs, shaping their sizes: rl.dapo) feed
+epochs x minibatches DAPO updates on that one rollout (the shared train step; the updates after
+the first are off-policy, so the clip acts). Before the first step
 the curriculum measures every case's pass rate (G samples) per task level, and re-measures the
 current level every refresh_every steps.
 
@@ -13,14 +15,16 @@ step), so a resumed run repeats an uninterrupted one. SIGTERM saves and raises S
 (run again to resume); a non-finite loss stops before saving. The end writes <folder>/export.
 
 Metrics (<folder>/metrics.jsonl and TensorBoard), every log_every steps:
-  rl/reward, rl/reward_<term>          means over every sample drawn in the step (rewards.TERMS)
+  rl/reward, rl/reward_<term>          means over every sample drawn in the step (rewards.TERMS;
+                                       rl/reward is accuracy + shaping)
   rl/pass_rate, rl/pass_rate_tier<k>   share of passing samples, overall and per difficulty tier
-  rl/dropped_group_fraction            drawn groups dropped for all-equal rewards
+  rl/dropped_group_fraction            drawn groups dropped for all-equal accuracy outcomes
   rl/kept_groups, rl/draws             groups trained on, rollout rounds used
   rl/response_length, rl/truncated_fraction
   rl/rollout_tokens_per_s              sampled tokens / sampler wall time
   rl/{rollout,grade,update}_seconds, rl/seconds_per_step
-  train/{loss,pg_loss,clip_fraction,entropy,ratio_mean,kl,grad_norm,learning_rate,updated}
+  train/{loss,pg_loss,entropy,ratio_mean,kl,grad_norm,learning_rate,updated}
+  train/clip_fraction_{low,high}       tokens clipped at 1 - eps_low (A < 0) / 1 + eps_high (A > 0)
   curriculum/task, curriculum/tier     the phase (task index in task_order; -1 when shuffled)
 and at each measurement curriculum/<task>/pass_rate and curriculum/<task>/tier<k>_cases.
 """
@@ -70,7 +74,11 @@ class RLConfig:
     num_steps: RL steps (one rollout batch each); a resumed run continues up to this.
     prompts_per_step: groups per batch (each of RolloutConfig.group_size samples).
     max_draws: rollout rounds per step at most (dynamic sampling's refill bound).
-    updates_per_step: optimizer updates per batch (equal minibatches of its rows).
+    minibatches: optimizer updates per pass over a step's batch (equal minibatches of its rows,
+      kept samples first); prompts_per_step * group_size must divide by it.
+    epochs: passes over the same batch (old log-probs frozen at rollout). With minibatches *
+      epochs > 1 the updates after the first are off-policy and clip-higher acts; 1 x 1 would
+      be on-policy REINFORCE with a ratio of exactly 1.
     num_microbatches: gradient accumulation within an update.
     pool_size: training cases the curriculum draws from (seeded subset; 0 = all).
     length_multiple: training rows are padded to a multiple of this (one compile).
@@ -83,7 +91,8 @@ class RLConfig:
   num_steps: int = 20
   prompts_per_step: int = 8
   max_draws: int = 3
-  updates_per_step: int = 1
+  minibatches: int = 4
+  epochs: int = 1
   num_microbatches: int = 1
   pool_size: int = 64
   length_multiple: int = 64
@@ -191,9 +200,12 @@ class _Run:
     self.learner = rollout_lib.Learner(
         model_config=model_config, optimizer_config=settings.optimizer,
         dapo_config=settings.dapo, init_params=init_params, mesh=mesh,
-        num_microbatches=config.num_microbatches, updates_per_step=config.updates_per_step,
-        seed=config.seed)
+        num_microbatches=config.num_microbatches, minibatches=config.minibatches,
+        epochs=config.epochs, seed=config.seed)
     group, new = settings.rollout.group_size, settings.rollout.max_new_tokens
+    if config.prompts_per_step * group % config.minibatches:
+      raise ValueError(f"a step's {config.prompts_per_step} x {group} rows do not split into "
+                       f"RLConfig.minibatches={config.minibatches} equal minibatches.")
     longest = max(len(ids) for case in self.cases for ids in case.prompt_ids.values())
     sampler = Sampler(model_config, cache_length=longest + new + 1,
                       max_batch_size=config.prompts_per_step * group, pad_id=pad_id, mesh=mesh)
@@ -217,7 +229,7 @@ class _Run:
   @property
   def step(self) -> int:
     """RL steps completed."""
-    return self.learner.step // self.config.updates_per_step
+    return self.learner.step // self.learner.updates_per_step
 
   def loop(self, preempted: Callable[[int], bool]) -> str:
     """Runs the remaining steps; returns 'completed' or 'preempted' (SIGTERM, saved)."""
@@ -277,7 +289,7 @@ class _Run:
                              _key(self.config.seed, step, 0, round_index))
       return draws, samples
 
-    filled = dapo.dynamic_sampling(draw, lambda d: d[1].rewards.total, group, n,
+    filled = dapo.dynamic_sampling(draw, lambda d: d[1].rewards.accuracy, group, n,
                                    self.config.max_draws)
     rolled = time.perf_counter()
     batch = rollout_lib.learner_batch(self._kept_rows(filled), rows=n * group,
@@ -306,8 +318,8 @@ class _Run:
       groups = np.array([g for d, g in filled.kept if d == index], np.int64)
       if groups.size:
         rows = (groups[:, None] * group + np.arange(group)).reshape(-1)
-        advantages = dapo.group_advantages(samples.rewards.total, group,
-                                           self.settings.dapo.advantage_eps)
+        advantages = dapo.shaped_advantages(samples.rewards.accuracy, samples.rewards.shaping,
+                                            group, self.settings.dapo.advantage_eps)
         pieces.append((samples, rows, advantages[rows]))
     return pieces
 
