@@ -18,6 +18,9 @@ CORE = [
     "tqdm",
     "tensorboardX==2.6.5",
     "safetensors",
+    # Hugging Face tokenizer.json files (imported Qwen/Llama tokenizers: rarejax.tokenizer);
+    # the version transformers 5.24 installs.
+    "tokenizers==0.23.3",
     "phenopackets==2.0.2.post5",
     "matplotlib",
 ]

@@ -62,7 +62,8 @@ def first_answer_counts(split: cached_batches.CachedSplit, answer_prefix: Sequen
 def from_token_cache(data_dir: str | os.PathLike, provider: str, vocabulary: Any,
                      answer_prefix: Sequence[int]) -> dict[str, float]:
   """{disease id: prior probability} of the first answer entry under the mixture `provider`
-  (module docstring); ids never trained as a first answer are left out."""
+  (module docstring); ids never trained as a first answer are left out. Empty when no target
+  names a disease first (a stage that trains no diagnosis, e.g. cpt on knowledge text)."""
   pieces = first_entry.id_pieces(vocabulary)
   id_tokens = np.array(sorted(pieces), np.int64)
   rates = cached_batches.read_rates(data_dir, provider)
@@ -72,9 +73,7 @@ def from_token_cache(data_dir: str | os.PathLike, provider: str, vocabulary: Any
     if len(split):
       total += rate / len(split) * first_answer_counts(split, answer_prefix, id_tokens)
   if not total.any():
-    raise ValueError(f"no training target of {provider!r} in {data_dir} starts with the answer "
-                     f"prefix {list(answer_prefix)} followed by a disease-id piece: the model was "
-                     "not trained to answer first with id pieces (DataSpec.id_pieces)")
+    return {}
   total /= total.sum()
   return {pieces[int(t)]: float(p) for t, p in zip(id_tokens, total) if p > 0}
 
@@ -109,12 +108,15 @@ def log_prior_vector(prior: Mapping[str, float], names: Sequence[str]) -> np.nda
 
 
 def write_for_export(export_dir: str | os.PathLike, data_dir: str | os.PathLike, provider: str,
-                     vocabulary: Any) -> pathlib.Path:
+                     vocabulary: Any) -> pathlib.Path | None:
   """Computes the prior of the mixture `provider` an id-piece model trained on (its token cache
-  under `data_dir`) and writes it into the model's export."""
+  under `data_dir`) and writes it into the model's export; None, writing nothing, when the
+  mixture names no disease first."""
   example = next(iter(first_entry.id_pieces(vocabulary).values()))
   prefix = first_entry.answer_prefix_ids(vocabulary, first_entry.id_answer(example), example)
   prior = from_token_cache(data_dir, provider, vocabulary, prefix)
+  if not prior:
+    return None
   return write(export_dir, prior, {"data_dir": str(data_dir), "provider": provider,
                                    "rates": cached_batches.read_rates(data_dir, provider)})
 
@@ -144,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_for_export(export, workdir / "data", provider, vocabulary)
   except (FileNotFoundError, ValueError) as err:
     parser.error(str(err))
+  if path is None:
+    parser.error(f"no training target of {provider!r} names a disease first with an id piece: "
+                 f"{export} was not trained to answer first with id pieces (DataSpec.id_pieces)")
   print(f"wrote {path}")
   return 0
 
