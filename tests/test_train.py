@@ -31,6 +31,18 @@ def test_schedule_warms_up_then_decays_to_final_fraction():
     optimizer.OptimizerConfig(warmup_steps=10, total_steps=5)
 
 
+def test_a_schedule_in_steps_counted_in_updates():
+  """RL makes minibatches x epochs updates a step: its schedule, set in steps, ends on time."""
+  config = optimizer.OptimizerConfig(learning_rate=1e-3, warmup_steps=10, total_steps=110,
+                                     final_lr_fraction=0.1)
+  per_step, per_update = (optimizer.learning_rate_schedule(c)
+                          for c in (config, config.per_update(4)))
+  for step in (0, 5, 10, 60, 110):
+    np.testing.assert_allclose(per_update(4 * step), per_step(step), rtol=1e-5)
+  with pytest.raises(ValueError, match="updates_per_step"):
+    config.per_update(0)
+
+
 def test_optimizer_config_is_gin_configurable():
   gin.clear_config()
   try:

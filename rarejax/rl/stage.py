@@ -198,7 +198,8 @@ class _Run:
                                                                    metadata, eval_fn)
     mesh = mesh_lib.make_mesh(*config.mesh_shape)
     self.learner = rollout_lib.Learner(
-        model_config=model_config, optimizer_config=settings.optimizer,
+        model_config=model_config,  # the schedule is in RL steps: counted here in updates
+        optimizer_config=settings.optimizer.per_update(config.minibatches * config.epochs),
         dapo_config=settings.dapo, init_params=init_params, mesh=mesh,
         num_microbatches=config.num_microbatches, minibatches=config.minibatches,
         epochs=config.epochs, seed=config.seed)

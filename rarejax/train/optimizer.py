@@ -1,4 +1,6 @@
 """Optimizer from config: AdamW with warmup + cosine decay, global-norm clipping, decay mask."""
+from __future__ import annotations
+
 import dataclasses
 import functools
 from typing import Any
@@ -42,6 +44,14 @@ class OptimizerConfig:
     if self.total_steps <= self.warmup_steps:
       raise ValueError(f"OptimizerConfig: total_steps={self.total_steps} must exceed "
                        f"warmup_steps={self.warmup_steps}.")
+
+  def per_update(self, updates_per_step: int) -> OptimizerConfig:
+    """The same schedule for a loop that makes `updates_per_step` optimizer updates per step (RL:
+    minibatches x epochs per rollout): warmup and total steps counted in updates."""
+    if updates_per_step < 1:
+      raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
+    return dataclasses.replace(self, warmup_steps=self.warmup_steps * updates_per_step,
+                               total_steps=self.total_steps * updates_per_step)
 
 
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
