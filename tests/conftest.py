@@ -1,10 +1,21 @@
-"""Shared pytest fixtures: the embedded knowledge, development data paths, tiny phenopackets."""
+"""Shared pytest fixtures: the embedded knowledge, development data paths, tiny phenopackets,
+experiment scripts as modules."""
+import importlib.util
 import json
 import pathlib
 
 import pytest
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+
+
+def experiment_script(name: str):
+  """experiments/<name>.py loaded as a module (the scripts are not a package)."""
+  spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def shared_path(*parts: str) -> pathlib.Path:

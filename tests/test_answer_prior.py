@@ -7,6 +7,7 @@ import pytest
 
 from rarejax.data import cached_batches
 from rarejax.sample import answer_prior
+from rarejax.sample import first_entry
 
 PREFIX = [4, 5]  # '<answer>\n1. ' in this toy vocabulary
 PIECES = {7: "OMIM:100000", 8: "OMIM:200000", 9: "OMIM:300000"}
@@ -64,7 +65,7 @@ def test_write_read_and_the_floor_of_ids_never_answered(tmp_path):
   prior = {"OMIM:100000": 0.75, "OMIM:200000": 0.25}
   answer_prior.write(tmp_path, prior, {"provider": "mix"})
   assert answer_prior.read(tmp_path) == prior
-  vector = answer_prior.log_prior_vector(prior, ["OMIM:200000", "OMIM:999999", "OMIM:100000"])
+  vector = first_entry.log_prior_vector(prior, ["OMIM:200000", "OMIM:999999", "OMIM:100000"])
   np.testing.assert_allclose(vector, np.log([0.25, 0.25, 0.75]))
   assert answer_prior.read(tmp_path / "nothing") is None
   (tmp_path / answer_prior.FILE).write_text("[1, 2]")

@@ -1,20 +1,15 @@
 """Tests for experiments/choose_prior_weight.py: the declared rule picks the weight, ties go to the
 smaller one, and a report without a sweep is refused."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "choose_prior_weight.py"
+import conftest
 
 
 @pytest.fixture(scope="module")
 def chooser():
-  spec = importlib.util.spec_from_file_location("choose_prior_weight", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return conftest.experiment_script("choose_prior_weight")
 
 
 def _metrics(top1, top10):

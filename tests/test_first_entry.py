@@ -114,14 +114,14 @@ def test_prior_weight_ranks_by_the_adjusted_log_probs(export, tmp_path):
   for weight in (0.5, 3.0):
     ranker = first_entry.FirstEntryRanker(
         model.config, model.vocabulary, RESPONSE, batch_size=1, prior_weight=weight,
-        log_prior=lambda names: answer_prior.log_prior_vector(prior, names))
+        prior=prior)
     row = ranker.rank(model.params, prompts, top_k=len(IDS))[0]
     adjusted = {d: np.log(p[d]) - weight * np.log(prior.get(d, 0.1)) for d in IDS}
     assert [d for d, _ in row] == sorted(IDS, key=lambda d: -adjusted[d])
     assert dict(row) == pytest.approx(p, rel=1e-5)  # the probabilities stay the model's
   # a strong enough weight puts the rarest training answers first
   assert {d for d, _ in row[:2]} == {"OMIM:236200", "OMIM:999999"}
-  with pytest.raises(ValueError, match="needs a log_prior"):
+  with pytest.raises(ValueError, match="needs a prior"):
     first_entry.FirstEntryRanker(model.config, model.vocabulary, RESPONSE, prior_weight=1.0)
 
 

@@ -1,21 +1,17 @@
 """Tests for experiments/fuse_ranks.py: reciprocal-rank fusion of two methods' lists in cases.tsv."""
 import csv
-import importlib.util
-import pathlib
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "fuse_ranks.py"
+import conftest
+
 COLUMNS = ("benchmark", "case_id", "method", "gold_ids", "gold_rank", "n_findings", "rank",
            "disease_id", "label", "score", "confidence")
 
 
 @pytest.fixture(scope="module")
 def fuse_ranks():
-  spec = importlib.util.spec_from_file_location("fuse_ranks", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return conftest.experiment_script("fuse_ranks")
 
 
 def _write(path, lists):

@@ -308,16 +308,15 @@ class ModelMethod:
     if self.ranking == "first_entry":
       self._first_entry = first_entry.FirstEntryRanker(
           model.config, model.vocabulary, first_entry.id_answer, batch_size=batch_size,
-          log_prior=self._log_prior if self.prior_weight else None,
-          prior_weight=self.prior_weight)
+          prior=self._prior() if self.prior_weight else None, prior_weight=self.prior_weight)
       self.after_prompt = len(self._first_entry.answer_prefix) + 1
 
-  def _log_prior(self, names: Sequence[str]):
-    """log prior(d) of the export's answer prior (answer_prior.FILE) for each id in `names`."""
+  def _prior(self) -> dict[str, float]:
+    """The export's answer prior (answer_prior.FILE)."""
     prior = answer_prior.read(self.model.export_dir)
     if prior is None:  # the error check_prior gives the command lines before any loading
       check_prior(self.model.export_dir, self.model.metadata, [self.prior_weight])
-    return answer_prior.log_prior_vector(prior, names)
+    return prior
 
   @property
   def config(self) -> dict[str, Any]:

@@ -53,10 +53,8 @@ def first_answer_counts(split: cached_batches.CachedSplit, answer_prefix: Sequen
     return np.zeros(len(id_tokens), np.int64)
   window = np.asarray(targets)[usable[:, None] + np.arange(len(prefix) + 1)]
   answer = window[(window[:, :len(prefix)] == prefix).all(axis=1), len(prefix)]
-  position = np.searchsorted(id_tokens, answer)
-  position = np.minimum(position, len(id_tokens) - 1)
-  named = answer[id_tokens[position] == answer]
-  return np.bincount(np.searchsorted(id_tokens, named), minlength=len(id_tokens))
+  position = np.minimum(np.searchsorted(id_tokens, answer), len(id_tokens) - 1)
+  return np.bincount(position[id_tokens[position] == answer], minlength=len(id_tokens))
 
 
 def from_token_cache(data_dir: str | os.PathLike, provider: str, vocabulary: Any,
@@ -98,13 +96,6 @@ def read(export_dir: str | os.PathLike) -> dict[str, float] | None:
     raise ValueError(f"{path} is not an answer prior ({err}); write it again with "
                      "rarejax.sample.answer_prior.write") from err
   return {str(k): float(v) for k, v in prior.items()}
-
-
-def log_prior_vector(prior: Mapping[str, float], names: Sequence[str]) -> np.ndarray:
-  """log prior(d) for each id in `names`; an id the prior lacks (never a first answer) gets the
-  smallest prior there is, so that no adjustment ranks it above everything for its absence."""
-  floor = min(prior.values())
-  return np.log(np.array([prior.get(name, floor) for name in names], np.float64))
 
 
 def write_for_export(export_dir: str | os.PathLike, data_dir: str | os.PathLike, provider: str,

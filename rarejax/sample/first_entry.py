@@ -9,8 +9,9 @@ continuation it imitated from the reference lists.
   ranker = FirstEntryRanker(config, vocabulary, response_for, batch_size=64)
   ranked = ranker.rank(params, prompts, top_k=10)   # [[(disease id, probability), ...], ...]
 
-With `log_prior` (rarejax.sample.answer_prior) and `prior_weight` w > 0 the order is that of
-log p(d) - w * log prior(d) (logit adjustment); the probabilities returned stay the model's p(d).
+With `prior` ({disease id: probability}, rarejax.sample.answer_prior) and `prior_weight` w > 0
+the order is that of log p(d) - w * log prior(d) (logit adjustment); the probabilities returned
+stay the model's p(d).
 
 `response_for(disease_id)` writes a response naming that disease first, as training wrote them;
 a row is BOS + prompt + the answer prefix (that response's tokens before the id, e.g.
@@ -20,7 +21,7 @@ that few shapes compile. Probabilities are the full softmax's (they need not sum
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -51,6 +52,13 @@ def id_answer(disease_id: str) -> str:
   return format_lib.format_response("", [("", disease_id)])
 
 
+def log_prior_vector(prior: Mapping[str, float], names: Sequence[str]) -> np.ndarray:
+  """log prior(d) for each id in `names`; an id the prior lacks (never a first answer) gets the
+  smallest prior there is, so that no adjustment ranks it above everything for its absence."""
+  floor = min(prior.values())
+  return np.log(np.array([prior.get(name, floor) for name in names], np.float64))
+
+
 def answer_prefix_ids(vocabulary: Any, response: str, disease_id: str) -> list[int]:
   """The tokens of `response` (a formatted answer naming `disease_id` first) before that id's
   piece: tokenized as a whole, as training tokenized its targets."""
@@ -68,11 +76,10 @@ class FirstEntryRanker:
   def __init__(self, config: ModelConfig, vocabulary: Any,
                response_for: Callable[[str], str], *, batch_size: int = 64,
                length_step: int = 128,
-               log_prior: Callable[[Sequence[str]], np.ndarray] | None = None,
-               prior_weight: float = 0.0):
-    if prior_weight < 0 or (prior_weight and log_prior is None):
-      raise ValueError(f"prior_weight must be >= 0 and needs a log_prior, got {prior_weight} "
-                       f"({'no' if log_prior is None else 'a'} prior)")
+               prior: Mapping[str, float] | None = None, prior_weight: float = 0.0):
+    if prior_weight < 0 or (prior_weight and not prior):
+      raise ValueError(f"prior_weight must be >= 0 and needs a prior, got {prior_weight} "
+                       f"({'no' if not prior else 'a'} prior)")
     self.vocabulary = vocabulary
     self.batch_size = batch_size
     self.length_step = length_step
@@ -87,7 +94,8 @@ class FirstEntryRanker:
     self.prior_weight = float(prior_weight)
     self._adjustment = None
     if prior_weight:  # [1, ids]: w * log prior, subtracted from each row's log-probs
-      self._adjustment = (prior_weight * log_prior(self.id_names)).astype(np.float32)[None]
+      self._adjustment = (prior_weight * log_prior_vector(prior, self.id_names)
+                          ).astype(np.float32)[None]
     model = transformer.Decoder(config)
 
     def log_probs(params, tokens, positions, segment_ids):
