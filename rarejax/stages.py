@@ -14,12 +14,13 @@ slice of the simulated validation cases.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
 import logging
 import pathlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import gin
@@ -31,6 +32,7 @@ from rarejax.data import stage as data_stage
 from rarejax.data import batches as batches_lib
 from rarejax.data import builders
 from rarejax.data import cached_batches
+from rarejax.data import soft_targets as soft_targets_lib
 from rarejax.data import tasks as tasks_lib
 from rarejax.data import token_cache
 from rarejax.evaluate import baselines, concepts, generation, model_method
@@ -130,31 +132,73 @@ def training_provider(names: dict[str, str], rates: Mapping[str, float]) -> str:
 
 
 @gin.configurable("train_batches", denylist=["names", "data_dir", "rates", "sequence_length",
-                                             "batch_size", "seed"])
+                                             "batch_size", "seed", "soft_sources"])
 def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[str, float],
                  sequence_length: int, batch_size: int, seed: int,
-                 input_pipeline: str = "cached"):
+                 input_pipeline: str = "cached",
+                 soft_targets: soft_targets_lib.SoftTargets | None = None,
+                 soft_sources: Callable[[], SoftSources] | None = None):
   """batches_from(start_step) of a training stage: its task roles mixed at their rates.
 
   input_pipeline (gin `train_batches.input_pipeline`): 'cached' tokenizes each task once into
   <data_dir>/token_cache (rarejax.data.token_cache) and streams memory-mapped arrays, so the
   step loop runs no TensorFlow; 'seqio' runs the live seqio pipeline (batches.get_batches).
+  soft_targets (gin, e.g. `sft/train_batches.soft_targets = @SoftTargets()`): the diagnosis
+  tasks of the mixture get soft first-answer targets from the knowledge's Resnik ranker
+  (rarejax.data.soft_targets; cached input pipeline only), built from `soft_sources`.
   """
   if input_pipeline not in ("cached", "seqio"):
     raise ValueError(f"train_batches.input_pipeline must be 'cached' or 'seqio', got "
                      f"{input_pipeline!r}")
+  if soft_targets is not None and (input_pipeline != "cached" or soft_sources is None):
+    raise ValueError("train_batches.soft_targets needs input_pipeline = 'cached' and a stage "
+                     "that knows its diagnosis datasets (the cpt/sft/trajectory_sft stages)")
   provider = training_provider(names, rates)
   if input_pipeline == "cached":
     provider = token_cache.build_cache(provider, data_dir)
+    if soft_targets is not None:
+      _build_soft_targets(data_dir, provider, soft_targets, soft_sources())
 
   def batches_from(start: int):
     if input_pipeline == "cached":
       stream = cached_batches.cached_batches(data_dir, provider, sequence_length, batch_size,
-                                             seed=seed)
+                                             seed=seed, soft=soft_targets)
     else:
       stream = batches_lib.get_batches(provider, sequence_length, batch_size, seed=seed)
     return itertools.islice(stream, start, None)
   return batches_from
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftSources:
+  """What soft targets are built from: the experiment's phenotype index and tokenizer, and the
+  builder config of each diagnosis task (task name → config)."""
+  index: PhenotypeIndex
+  vocabulary: Any
+  configs: dict[str, builders.RarejaxConfig]
+
+
+def _soft_sources(kb: knowledge.KnowledgeBase, data, names: Mapping[str, str]) -> SoftSources:
+  configs = {names["diagnosis"]: data.simulated}
+  if data.real is not None:
+    configs[names["real_diagnosis"]] = data.real
+  return SoftSources(PhenotypeIndex(kb), data.vocabulary(), configs)
+
+
+def _build_soft_targets(data_dir: pathlib.Path, provider: str,
+                        config: soft_targets_lib.SoftTargets, sources: SoftSources) -> None:
+  """Soft targets for every diagnosis task the cached `provider` mixes (others get none)."""
+  tasks = [t for t in cached_batches.read_rates(data_dir, provider) if t in sources.configs]
+  if not tasks:
+    raise ValueError(f"train_batches.soft_targets: the stage's mixture {provider} has no "
+                     "diagnosis task to give soft targets to")
+  for task in tasks:
+    folder = cached_batches.split_dir(data_dir, task, "train")
+    split = cached_batches.open_split(folder)
+    builder = builders.builder_for(sources.configs[task], data_dir)
+    soft_targets_lib.build(folder, builders.examples(builder, "train"), sources.index,
+                           sources.vocabulary, config,
+                           (split.tokens["targets"], split.offsets["targets"]))
 
 
 def held_out_cases(data, num_cases: int, split: str = "validation") -> list[dict[str, Any]]:
@@ -228,7 +272,9 @@ def _train(ctx: pipeline.StageContext) -> dict:
     names = data_stage.register_tasks(data, trajectories=trajectories)
   vocabulary = data.vocabulary()
   result = train_stage_lib.train_stage(
-      batches_for=functools.partial(_batches_for, names, data.data_dir), workdir=ctx.folder,
+      batches_for=functools.partial(_batches_for, names, data.data_dir,
+                                    soft_sources=lambda: _soft_sources(kb, data, names)),
+      workdir=ctx.folder,
       vocab_size=vocabulary.vocab_size, init_export=ctx.previous_export(),
       eval_fn=make_eval_fn(data, vocabulary), metadata=export_metadata(kb, data))
   if data.spec.first_entry_ranking:  # the answers' prior, for logit adjustment at ranking time

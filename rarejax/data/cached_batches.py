@@ -9,6 +9,7 @@ rarejax.data.token_cache tokenizes each task once (through seqio) into
   <task>/<split>/meta.json   task, split, examples, tokens, vocabulary fingerprint, bos/pad ids
   <provider>/rates.json      {task: sampling rate}: {task: 1.0} for a Task, a Mixture's tasks
                              with their rates flattened by seqio's rules (sub-mixtures expanded)
+  <task>/<split>/soft-<key>/ optional soft first-answer targets (rarejax.data.soft_targets)
 
 meta.json is written last into a temporary folder that is then renamed into place, so a folder
 without it is not a cache (never built, or damaged) and is refused here.
@@ -17,7 +18,8 @@ The stream (`cached_batches`, the contract of rarejax.data.batches.get_batches):
 task of each example is drawn with probability ∝ its rate; each task walks this host's share of
 its examples (i % num_shards == shard_index) in a fresh permutation every epoch, forever; all
 draws derive from the seed, so the same seed gives the same batches. Packing is
-rarejax.data.packing.batches.
+rarejax.data.packing.batches. With `soft` settings, the examples of a split that has soft
+targets carry them (weighted) into the rows as soft_ids / soft_probs [L, K].
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rarejax.data import packing
+from rarejax.data import soft_targets as soft_lib
 
 CACHE_FOLDER = "token_cache"
 META = "meta.json"
@@ -65,18 +68,26 @@ class CachedSplit:
   meta: dict
   tokens: dict[str, np.ndarray]  # feature → int32 [tokens]
   offsets: dict[str, np.ndarray]  # feature → int64 [N + 1]
+  soft: soft_lib.SoftSplit | None = None  # soft first-answer targets, weight applied
+  soft_weight: float = 0.0
 
   def __len__(self) -> int:
     return self.meta["examples"]
 
   def example(self, i: int) -> packing.Example:
-    """(inputs ids, targets ids) of example i."""
-    return tuple(self.tokens[f][self.offsets[f][i]:self.offsets[f][i + 1]]
-                 for f in FEATURES)  # type: ignore[return-value]
+    """(inputs ids, targets ids) of example i, plus its soft target when the split has them."""
+    inputs, targets = (self.tokens[f][self.offsets[f][i]:self.offsets[f][i + 1]]
+                       for f in FEATURES)
+    if self.soft is None:
+      return inputs, targets
+    return inputs, targets, packing.SoftTarget(self.soft.offset, self.soft.ids[i],
+                                               self.soft.probs[i] * self.soft_weight)
 
 
-def open_split(folder: str | os.PathLike) -> CachedSplit:
-  """A task split's cache; refuses a folder without meta.json or with inconsistent arrays."""
+def open_split(folder: str | os.PathLike,
+               soft: soft_lib.SoftTargets | None = None) -> CachedSplit:
+  """A task split's cache (with its soft targets of the `soft` settings, when it has them);
+  refuses a folder without meta.json or with inconsistent arrays."""
   folder = pathlib.Path(folder)
   if not (folder / META).is_file():
     raise FileNotFoundError(f"{folder} is not a complete token cache ({META} missing: never "
@@ -89,7 +100,11 @@ def open_split(folder: str | os.PathLike) -> CachedSplit:
     if len(offsets[f]) != meta["examples"] + 1 or offsets[f][-1] != len(tokens[f]):
       raise ValueError(f"token cache {folder} is inconsistent: {f} has {len(tokens[f])} tokens "
                        f"and {len(offsets[f])} offsets for {meta['examples']} examples")
-  return CachedSplit(meta, tokens, offsets)
+  teacher = soft_lib.load(folder, soft) if soft is not None else None
+  if teacher is not None and len(teacher.ids) != meta["examples"]:
+    raise ValueError(f"soft targets of {folder} hold {len(teacher.ids)} rows for "
+                     f"{meta['examples']} examples; delete {soft_lib.folder_of(folder, soft)}")
+  return CachedSplit(meta, tokens, offsets, teacher, soft.weight if teacher is not None else 0.0)
 
 
 def host_shard() -> tuple[int, int]:
@@ -145,7 +160,8 @@ def _special_ids(splits: Sequence[CachedSplit]) -> tuple[int, int]:
 def cached_batches(data_dir: str | os.PathLike, provider: str, sequence_length: int,
                    batch_size: int, split: str = "train", seed: int = 0,
                    shard: tuple[int, int] | None = None, pack: bool = True,
-                   stats: packing.PackStats | None = None) -> Iterator[Batch]:
+                   stats: packing.PackStats | None = None,
+                   soft: soft_lib.SoftTargets | None = None) -> Iterator[Batch]:
   """Packed batches of this host's share of a cached Task or Mixture, forever.
 
   Args:
@@ -156,15 +172,18 @@ def cached_batches(data_dir: str | os.PathLike, provider: str, sequence_length: 
     seed: task draws and per-epoch shuffles (same seed, same batches).
     shard: (shard_index, num_shards); default (jax.process_index(), jax.process_count()).
     pack, stats: as in packing.batches.
+    soft: soft-target settings: rows also carry soft_ids / soft_probs [B, L, K], set where an
+      example of a split with soft targets (soft_targets.build) has its answer piece.
 
   Returns:
-    an iterator of dicts packing.BATCH_KEYS → arrays [B, L] (rarejax.data.batches).
+    an iterator of dicts packing.BATCH_KEYS (+ packing.SOFT_KEYS) → arrays [B, L(, K)]
+    (rarejax.data.batches).
   """
   rates = read_rates(data_dir, provider)
   names = sorted(rates)
-  splits = [open_split(split_dir(data_dir, name, split)) for name in names]
+  splits = [open_split(split_dir(data_dir, name, split), soft) for name in names]
   bos_id, pad_id = _special_ids(splits)
   shard_index, num_shards = shard or host_shard()
   examples = cached_examples(splits, [rates[n] for n in names], seed, shard_index, num_shards)
   return packing.batches(examples, sequence_length, batch_size, pack, bos_id=bos_id,
-                         pad_id=pad_id, stats=stats)
+                         pad_id=pad_id, stats=stats, soft_k=soft.k if soft is not None else 0)

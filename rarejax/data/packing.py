@@ -10,6 +10,13 @@ and a row of length L holds one or more such sequences (segments):
   segment_ids[i]   1, 2, ... per segment, 0 on padding                     int32 [L]
   positions[i]     index of s[i] within its segment, 0 on padding          int32 [L]
 
+With soft targets (rarejax.data.soft_targets; `soft_k` = K > 0) a row also has
+
+  soft_ids[i]      K vocabulary ids a soft target spreads over at i, else 0   int32 [L, K]
+  soft_probs[i]    their (weighted) probabilities, 0 where i has none        float32 [L, K]
+
+set at the target position of the example's answer piece (prompt length + SoftTarget.offset).
+
 Padding carries `pad_id` in inputs/targets. Token ids are never inspected, so id 0 may be a real
 token (it is in Qwen's vocabulary) — unlike seqio's TF packing, which treats 0 as padding.
 A prompted example longer than L is dropped (a cut prompt or response would teach the wrong
@@ -19,13 +26,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 BATCH_KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
+SOFT_KEYS = ("soft_ids", "soft_probs")
 MAX_CONSECUTIVE_DROPS = 1000  # then every example is too long: fail instead of looping forever
-Example = tuple[np.ndarray, np.ndarray]  # (prompt ids int32 [P], response ids int32 [R])
+
+
+class SoftTarget(NamedTuple):
+  """A distribution over K token ids at one response position of an example."""
+  offset: int  # index in the response
+  ids: np.ndarray  # int32 [K]
+  probs: np.ndarray  # float32 [K]
+
+
+# (prompt ids int32 [P], response ids int32 [R]), optionally followed by a SoftTarget
+Example = tuple[np.ndarray, ...]
 
 
 @dataclasses.dataclass
@@ -41,14 +59,14 @@ class PackStats:
 
 
 def segments_of(prompt: np.ndarray, response: np.ndarray, length: int,
-                stats: PackStats) -> list[Example]:
+                stats: PackStats, soft: SoftTarget | None = None) -> list[Example]:
   """The example as ≤ length segments: itself, its LM chunks, or nothing (dropped)."""
   stats.examples += 1
   total = len(prompt) + len(response)
   if total <= length or not len(prompt):
     stats.dropped_in_a_row = 0
   if total <= length:
-    return [(prompt, response)]
+    return [(prompt, response) if soft is None else (prompt, response, soft)]
   if len(prompt):
     stats.dropped += 1
     stats.dropped_in_a_row += 1
@@ -66,13 +84,16 @@ def segments_of(prompt: np.ndarray, response: np.ndarray, length: int,
 
 
 def make_row(segments: Sequence[Example], length: int, bos_id: int,
-             pad_id: int) -> dict[str, np.ndarray]:
+             pad_id: int, soft_k: int = 0) -> dict[str, np.ndarray]:
   """One packed row (see module docstring) from segments whose total length is ≤ length."""
   row = {"inputs": np.full(length, pad_id, np.int32), "targets": np.full(length, pad_id, np.int32),
          "loss_weights": np.zeros(length, np.float32), "segment_ids": np.zeros(length, np.int32),
          "positions": np.zeros(length, np.int32)}
+  if soft_k:
+    row["soft_ids"] = np.zeros((length, soft_k), np.int32)
+    row["soft_probs"] = np.zeros((length, soft_k), np.float32)
   start = 0
-  for number, (prompt, response) in enumerate(segments, 1):
+  for number, (prompt, response, *soft) in enumerate(segments, 1):
     sequence = np.concatenate([prompt, response]).astype(np.int32)
     end = start + len(sequence)
     row["targets"][start:end] = sequence
@@ -81,6 +102,9 @@ def make_row(segments: Sequence[Example], length: int, bos_id: int,
     row["loss_weights"][start + len(prompt):end] = 1.0
     row["segment_ids"][start:end] = number
     row["positions"][start:end] = np.arange(len(sequence))
+    if soft and soft_k and soft[0].offset < len(response):
+      at = start + len(prompt) + soft[0].offset
+      row["soft_ids"][at], row["soft_probs"][at] = soft[0].ids, soft[0].probs
     start = end
   return row
 
@@ -131,14 +155,15 @@ class RowPacker:
 
 def batches(examples: Iterable[Example], length: int, batch_size: int, pack: bool = True,
             bos_id: int = 0, pad_id: int = 0, open_rows: int | None = None,
-            stats: PackStats | None = None) -> Iterator[dict[str, np.ndarray]]:
+            stats: PackStats | None = None, soft_k: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Packs (prompt, response) examples into batches of [batch_size, length] arrays.
 
   When the examples run out, open rows are flushed and the last batch is filled up with empty
   rows (segment id 0, no loss), so every batch has the same shape.
 
   Args:
-    examples: (prompt ids, response ids) pairs; the response should end with EOS.
+    examples: (prompt ids, response ids) pairs, each optionally followed by a SoftTarget; the
+      response should end with EOS.
     length: tokens per row (L).
     batch_size: rows per batch (B).
     pack: several examples per row; False gives one example per row.
@@ -146,6 +171,8 @@ def batches(examples: Iterable[Example], length: int, batch_size: int, pack: boo
     pad_id: token written into padding.
     open_rows: rows kept open for first-fit packing (default: batch_size).
     stats: updated in place with counts, when given.
+    soft_k: K > 0 gives every row soft_ids / soft_probs [L, K] (SOFT_KEYS) from the examples'
+      soft targets (all zero where an example has none).
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -155,15 +182,15 @@ def batches(examples: Iterable[Example], length: int, batch_size: int, pack: boo
 
   def close(rows: list[list[Example]]) -> None:
     for segments in rows:
-      row = make_row(segments, length, bos_id, pad_id)
+      row = make_row(segments, length, bos_id, pad_id, soft_k)
       stats.rows += 1
       stats.segments += len(segments)
       stats.tokens += int(np.count_nonzero(row["segment_ids"]))
       ready.append(row)
 
-  for prompt, response in examples:
+  for prompt, response, *soft in examples:
     for segment in segments_of(np.asarray(prompt, np.int32), np.asarray(response, np.int32),
-                               length, stats):
+                               length, stats, soft[0] if soft else None):
       close(packer.add(segment))
     while len(ready) >= batch_size:
       yield stack_rows(ready[:batch_size])
@@ -172,13 +199,13 @@ def batches(examples: Iterable[Example], length: int, batch_size: int, pack: boo
   while ready:
     rows = ready[:batch_size]
     del ready[:batch_size]
-    rows += [make_row([], length, bos_id, pad_id)] * (batch_size - len(rows))
+    rows += [make_row([], length, bos_id, pad_id, soft_k)] * (batch_size - len(rows))
     yield stack_rows(rows)
 
 
 def stack_rows(rows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  """Rows → one batch dict of [B, L] arrays."""
-  return {key: np.stack([row[key] for row in rows]) for key in BATCH_KEYS}
+  """Rows → one batch dict of [B, L(, K)] arrays."""
+  return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
 
 
 def unpack(batch: dict[str, np.ndarray]) -> list[Example]:

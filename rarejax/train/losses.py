@@ -9,7 +9,9 @@ adds these over microbatches and divides once by the total weight. New losses (t
 are added with `@register_loss("name")` and looked up by name with `get_loss`.
 
 Batch keys used here: "targets" int32 [B, L]; "segment_ids" int32 [B, L] (0 = padding,
-optional); "loss_weights" float [B, L] (SFT: 1 on response tokens, 0 on the prompt).
+optional); "loss_weights" float [B, L] (SFT: 1 on response tokens, 0 on the prompt); optional
+soft targets "soft_ids" int32 [B, L, K] and "soft_probs" float [B, L, K] (rarejax.data.
+soft_targets: weighted probabilities, 0 where a position has none).
 """
 from collections.abc import Callable
 from typing import NamedTuple
@@ -80,11 +82,24 @@ def lm_loss(logits: Array, batch: Batch, rng: Array) -> LossOutput:
   return weighted_cross_entropy(logits, targets, weights)
 
 
+def soft_cross_entropy(logits: Array, soft_ids: Array, soft_probs: Array) -> Array:
+  """Sum over positions of -sum_k soft_probs[k] * log q(soft_ids[k]), q = softmax(logits) over
+  the whole vocabulary: logits [B, L, V], soft_ids / soft_probs [B, L, K]."""
+  log_q = (jnp.take_along_axis(logits, soft_ids, axis=-1)
+           - jax.nn.logsumexp(logits, axis=-1, keepdims=True))
+  return -jnp.sum(soft_probs.astype(jnp.float32) * log_q)
+
+
 @register_loss("sft")
 def sft_loss(logits: Array, batch: Batch, rng: Array) -> LossOutput:
-  """Response-masked SFT loss: tokens weighted by batch["loss_weights"] (0 on the prompt)."""
+  """Response-masked SFT loss: tokens weighted by batch["loss_weights"] (0 on the prompt), plus
+  the soft targets' cross-entropy where the batch has them (metric "soft_ce", per token)."""
   del rng  # deterministic
   if "loss_weights" not in batch:
     raise ValueError(f"sft loss needs batch['loss_weights'] (1 on response tokens); "
                      f"batch has {sorted(batch)}.")
-  return weighted_cross_entropy(logits, batch["targets"], batch["loss_weights"])
+  out = weighted_cross_entropy(logits, batch["targets"], batch["loss_weights"])
+  if "soft_probs" not in batch:
+    return out
+  soft = soft_cross_entropy(logits, batch["soft_ids"], batch["soft_probs"])
+  return LossOutput(out.loss_sum + soft, out.weight_sum, {**out.metric_sums, "soft_ce": soft})

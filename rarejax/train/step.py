@@ -67,7 +67,8 @@ def _split_microbatches(batch: Batch, num_microbatches: int) -> Batch:
 
 
 def loss_positions_batch(batch: Batch, num_positions: int) -> tuple[jax.Array, Batch, jax.Array]:
-  """(positions [B, K], the [B, L] arrays of `batch` gathered at them, the loss weight left out).
+  """(positions [B, K], the [B, L, ...] arrays of `batch` gathered at them, the loss weight left
+  out).
 
   The K positions of each row with the largest "loss_weights" (ties: the earliest); a row with
   more than K weighted tokens loses the rest, which the third value counts (logged as
@@ -80,8 +81,10 @@ def loss_positions_batch(batch: Batch, num_positions: int) -> tuple[jax.Array, B
   length = weights.shape[1]
   num_positions = min(num_positions, length)
   _, positions = jax.lax.top_k(weights.astype(jnp.float32), num_positions)
-  gathered = {k: (jnp.take_along_axis(v, positions, axis=1)
-                  if v.ndim == 2 and v.shape[1] == length and k != "inputs" else v)
+  def gather(v):
+    index = positions.reshape(positions.shape + (1,) * (v.ndim - 2))
+    return jnp.take_along_axis(v, index, axis=1)
+  gathered = {k: (gather(v) if v.ndim >= 2 and v.shape[1] == length and k != "inputs" else v)
               for k, v in batch.items()}
   dropped = jnp.sum(weights.astype(jnp.float32)) - jnp.sum(gathered["loss_weights"])
   return positions, gathered, dropped
