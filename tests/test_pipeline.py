@@ -76,14 +76,24 @@ def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
   assert "num_stepz" in capsys.readouterr().err and not (tmp_path / "typo").exists()
 
 
-def test_an_id_piece_sft_export_carries_its_answer_prior(tmp_path):
+def test_an_id_piece_sft_export_carries_its_answer_prior_and_trains_soft_targets(tmp_path):
   """A model answering first with id pieces: its sft export gets the training answers' prior,
-  over exactly the diseases it was trained to name."""
+  over exactly the diseases it was trained to name; with soft targets, every diagnosis example
+  gets the Resnik teacher's row, aligned with its cached target, and the loss reads them."""
   assert _run(tmp_path, "--gin_bindings", "run_pipeline.stages = ['data', 'sft']",
               "--gin_bindings", "DataSpec.id_pieces = True", "--gin_bindings",
               "DataSpec.answer = 'id'", "--gin_bindings", "DataSpec.reasoning = 'none'",
               "--gin_bindings", "DataSpec.instruction = 'none'",
-              "--gin_bindings", "DataSpec.n_ranked = 1") == 0
+              "--gin_bindings", "DataSpec.n_ranked = 1",
+              "--gin_bindings", "sft/train_batches.soft_targets = @SoftTargets()",
+              "--gin_bindings", "SoftTargets.k = 3") == 0
+  metas = [json.loads(p.read_text()) for p in
+           (tmp_path / "data" / "token_cache").glob("*/train/soft-resnik-k3-t0.5/meta.json")]
+  assert len(metas) == 1  # the simulated diagnosis task; knowledge QA gets none
+  assert metas[0]["agreement"] == 1.0 and metas[0]["examples"] == 12  # 4 diseases x 3 patients
+  soft_ce = [r["train/soft_ce"] for r in writers.read_metrics(tmp_path / "sft")
+             if "train/soft_ce" in r]
+  assert soft_ce and all(v > 0 for v in soft_ce)
   from rarejax.sample import answer_prior  # pylint: disable=import-outside-toplevel
   prior = answer_prior.read(tmp_path / "sft" / "export")
   simulated = json.loads((tmp_path / "data" / "result.json").read_text())
