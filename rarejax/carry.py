@@ -11,7 +11,9 @@ and writes the carry folder, replacing one that is there:
                    batch size, the cached provider's name) and the export metadata (knowledge
                    stamp with the excluded publications, prompt style, answer ranking)
   token_cache/     the provider's tasks (train split) and rates.json in the layout of
-                   rarejax.data.cached_batches; tokens stored as uint16 when every id fits
+                   rarejax.data.cached_batches; tokens stored as uint16 when every id fits;
+                   the soft targets of the stage's `train_batches.soft_targets`, when it has
+                   them (rarejax.data.soft_targets: ids uint16, probabilities float16)
   tokenizer.model  the SentencePiece model
   pylib/gin/       gin-config (pure Python), which an accelerator image may lack: put pylib on
                    PYTHONPATH there
@@ -52,6 +54,7 @@ import numpy as np
 
 from rarejax import atomic_io, release
 from rarejax.data import cached_batches
+from rarejax.data import soft_targets
 from rarejax.model import transformer
 from rarejax.model.config import ModelConfig
 from rarejax.train import loop, optimizer
@@ -77,12 +80,15 @@ def _token_dtype(tokens: np.ndarray) -> np.dtype:
   return np.dtype(np.uint16) if not len(tokens) or int(tokens.max()) < 2**16 else tokens.dtype
 
 
-def write_token_cache(data_dir: pathlib.Path, provider: str, out: pathlib.Path) -> None:
+def write_token_cache(data_dir: pathlib.Path, provider: str, out: pathlib.Path,
+                      soft: soft_targets.SoftTargets | None = None) -> None:
   """Copies the train split of the provider's cached tasks and its rates.json into
-  out/token_cache (cached_batches layout), token ids as uint16 where they fit."""
+  out/token_cache (cached_batches layout), token ids as uint16 where they fit, and the splits'
+  soft targets of the `soft` settings (soft_targets.copy_compact)."""
   rates = cached_batches.read_rates(data_dir, provider)
   for task in rates:
-    split = cached_batches.open_split(cached_batches.split_dir(data_dir, task, "train"))
+    source = cached_batches.split_dir(data_dir, task, "train")
+    split = cached_batches.open_split(source)
     folder = cached_batches.split_dir(out, task, "train")
     folder.mkdir(parents=True)
     for f in cached_batches.FEATURES:
@@ -90,6 +96,8 @@ def write_token_cache(data_dir: pathlib.Path, provider: str, out: pathlib.Path) 
       np.save(folder / f"{f}.npy", np.asarray(tokens, _token_dtype(tokens)))
       np.save(folder / f"{f}_offsets.npy", split.offsets[f])
     (folder / cached_batches.META).write_text(json.dumps(split.meta, indent=1))
+    if soft is not None:
+      soft_targets.copy_compact(source, folder, soft)
   path = cached_batches.rates_path(out, provider)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(rates, indent=1, sort_keys=True))
@@ -97,14 +105,15 @@ def write_token_cache(data_dir: pathlib.Path, provider: str, out: pathlib.Path) 
 
 def write_carry(out: str | os.PathLike, *, data_dir: pathlib.Path, provider: str, settings,
                 metadata: dict[str, Any], vocabulary: pathlib.Path, stage: str,
-                source: dict[str, Any], max_bytes: int) -> int:
+                source: dict[str, Any], max_bytes: int,
+                soft: soft_targets.SoftTargets | None = None) -> int:
   """Writes the carry folder (module docstring) from a built token cache and a stage's
   settings (rarejax.train.stage.StageSettings); returns its size in bytes. Raises ValueError,
   writing nothing, when it would exceed `max_bytes`."""
   out = pathlib.Path(out).absolute()
   with atomic_io.replaced_folder(out, max_bytes, "the carry",
                                  "train on fewer tasks or shorter data") as staging:
-    write_token_cache(data_dir, provider, staging)
+    write_token_cache(data_dir, provider, staging, soft)
     shutil.copyfile(vocabulary, staging / TOKENIZER_FILE)
     shutil.copytree(pathlib.Path(gin.__file__).parent, staging / PYLIB / "gin",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -113,7 +122,8 @@ def write_carry(out: str | os.PathLike, *, data_dir: pathlib.Path, provider: str
             "model_config": settings.model_config.to_dict(),
             "optimizer_config": dataclasses.asdict(settings.optimizer_config),
             "loop_config": dataclasses.asdict(settings.loop_config),
-            "metadata": {**metadata, "vocabulary": TOKENIZER_FILE}, "source": source}
+            "metadata": {**metadata, "vocabulary": TOKENIZER_FILE}, "source": source,
+            "soft_targets": dataclasses.asdict(soft) if soft is not None else None}
     (staging / SPEC_FILE).write_text(json.dumps(spec, indent=1, ensure_ascii=False))
   return atomic_io.folder_bytes(out)
 
@@ -132,13 +142,17 @@ def prepare(workdir: str | os.PathLike, gin_files: Sequence[str], gin_bindings: 
   vocabulary = data.vocabulary()
   with gin.config_scope(stage):
     settings = train_stage_lib.stage_settings(vocabulary.vocab_size)
+    soft = stages.train_input().soft_targets
   provider = token_cache.build_cache(stages.training_provider(names, settings.rates),
                                      data.data_dir)
+  if soft is not None:
+    stages.build_soft_targets(data.data_dir, provider, soft,
+                              stages.experiment_soft_sources(kb, data, names))
   size = write_carry(out, data_dir=data.data_dir, provider=provider, settings=settings,
                      metadata=stages.export_metadata(kb, data), vocabulary=data.vocabulary_path,
                      stage=stage, source={"workdir": str(workdir), "gin_files": list(gin_files),
                                           "gin_bindings": list(gin_bindings)},
-                     max_bytes=int(max_mib * 2**20))
+                     max_bytes=int(max_mib * 2**20), soft=soft)
   params = transformer.count_params(transformer.abstract_params(settings.model_config))
   return {"carry": str(pathlib.Path(out).absolute()), "carry_mib": size / 2**20,
           "provider": provider, "params": params, "export_mb": 2 * params / 1e6,
@@ -238,9 +252,12 @@ def train(carry: str | os.PathLike, workdir: str | os.PathLike, out: str | os.Pa
   shards = check_return_limits(model_config, carry)
   length, batch_size = spec["sequence_length"], spec["batch_size"]
 
+  soft = spec.get("soft_targets")
+  soft = soft_targets.SoftTargets(**soft) if soft else None
+
   def batches_from(start: int) -> Iterator[dict[str, np.ndarray]]:
     stream = cached_batches.cached_batches(carry, spec["provider"], length, batch_size,
-                                           seed=loop_config.seed)
+                                           seed=loop_config.seed, soft=soft)
     return prefetched(itertools.islice(stream, start, None))
 
   metadata = {**spec["metadata"], "model_config": model_config.to_dict()}

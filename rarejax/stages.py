@@ -131,38 +131,53 @@ def training_provider(names: dict[str, str], rates: Mapping[str, float]) -> str:
   return tasks_lib.register_mixture({names[r]: rate for r, rate in rates.items()})
 
 
-@gin.configurable("train_batches", denylist=["names", "data_dir", "rates", "sequence_length",
-                                             "batch_size", "seed", "soft_sources"])
-def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[str, float],
-                 sequence_length: int, batch_size: int, seed: int,
-                 input_pipeline: str = "cached",
-                 soft_targets: soft_targets_lib.SoftTargets | None = None,
-                 soft_sources: Callable[[], SoftSources] | None = None):
-  """batches_from(start_step) of a training stage: its task roles mixed at their rates.
+@dataclasses.dataclass(frozen=True)
+class TrainInput:
+  """How a training stage reads its batches (train_input)."""
+  pipeline: str = "cached"
+  soft_targets: soft_targets_lib.SoftTargets | None = None
+
+
+@gin.configurable("train_batches")
+def train_input(input_pipeline: str = "cached",
+                soft_targets: soft_targets_lib.SoftTargets | None = None) -> TrainInput:
+  """The input settings of the training stage whose gin scope is active.
 
   input_pipeline (gin `train_batches.input_pipeline`): 'cached' tokenizes each task once into
   <data_dir>/token_cache (rarejax.data.token_cache) and streams memory-mapped arrays, so the
   step loop runs no TensorFlow; 'seqio' runs the live seqio pipeline (batches.get_batches).
   soft_targets (gin, e.g. `sft/train_batches.soft_targets = @SoftTargets()`): the diagnosis
   tasks of the mixture get soft first-answer targets from the knowledge's Resnik ranker
-  (rarejax.data.soft_targets; cached input pipeline only), built from `soft_sources`.
+  (rarejax.data.soft_targets; cached input pipeline only).
   """
   if input_pipeline not in ("cached", "seqio"):
     raise ValueError(f"train_batches.input_pipeline must be 'cached' or 'seqio', got "
                      f"{input_pipeline!r}")
-  if soft_targets is not None and (input_pipeline != "cached" or soft_sources is None):
-    raise ValueError("train_batches.soft_targets needs input_pipeline = 'cached' and a stage "
-                     "that knows its diagnosis datasets (the cpt/sft/trajectory_sft stages)")
+  if soft_targets is not None and input_pipeline != "cached":
+    raise ValueError("train_batches.soft_targets needs train_batches.input_pipeline = 'cached'")
+  return TrainInput(input_pipeline, soft_targets)
+
+
+def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[str, float],
+                 sequence_length: int, batch_size: int, seed: int,
+                 soft_sources: Callable[[], SoftSources] | None = None):
+  """batches_from(start_step) of a training stage: its task roles mixed at their rates, read as
+  train_input() says; soft targets are built from `soft_sources` (the experiment's knowledge
+  and diagnosis datasets) when the stage asks for them."""
+  settings = train_input()
   provider = training_provider(names, rates)
-  if input_pipeline == "cached":
+  if settings.pipeline == "cached":
     provider = token_cache.build_cache(provider, data_dir)
-    if soft_targets is not None:
-      _build_soft_targets(data_dir, provider, soft_targets, soft_sources())
+  if settings.soft_targets is not None:
+    if soft_sources is None:
+      raise ValueError("train_batches.soft_targets: this stage does not know its diagnosis "
+                       "datasets (soft targets are for the cpt/sft/trajectory_sft stages)")
+    build_soft_targets(data_dir, provider, settings.soft_targets, soft_sources())
 
   def batches_from(start: int):
-    if input_pipeline == "cached":
+    if settings.pipeline == "cached":
       stream = cached_batches.cached_batches(data_dir, provider, sequence_length, batch_size,
-                                             seed=seed, soft=soft_targets)
+                                             seed=seed, soft=settings.soft_targets)
     else:
       stream = batches_lib.get_batches(provider, sequence_length, batch_size, seed=seed)
     return itertools.islice(stream, start, None)
@@ -178,14 +193,16 @@ class SoftSources:
   configs: dict[str, builders.RarejaxConfig]
 
 
-def _soft_sources(kb: knowledge.KnowledgeBase, data, names: Mapping[str, str]) -> SoftSources:
+def experiment_soft_sources(kb: knowledge.KnowledgeBase, data,
+                            names: Mapping[str, str]) -> SoftSources:
+  """The SoftSources of an experiment's prepared data and task names."""
   configs = {names["diagnosis"]: data.simulated}
   if data.real is not None:
     configs[names["real_diagnosis"]] = data.real
   return SoftSources(PhenotypeIndex(kb), data.vocabulary(), configs)
 
 
-def _build_soft_targets(data_dir: pathlib.Path, provider: str,
+def build_soft_targets(data_dir: pathlib.Path, provider: str,
                         config: soft_targets_lib.SoftTargets, sources: SoftSources) -> None:
   """Soft targets for every diagnosis task the cached `provider` mixes (others get none)."""
   tasks = [t for t in cached_batches.read_rates(data_dir, provider) if t in sources.configs]
@@ -273,7 +290,7 @@ def _train(ctx: pipeline.StageContext) -> dict:
   vocabulary = data.vocabulary()
   result = train_stage_lib.train_stage(
       batches_for=functools.partial(_batches_for, names, data.data_dir,
-                                    soft_sources=lambda: _soft_sources(kb, data, names)),
+                                    soft_sources=lambda: experiment_soft_sources(kb, data, names)),
       workdir=ctx.folder,
       vocab_size=vocabulary.vocab_size, init_export=ctx.previous_export(),
       eval_fn=make_eval_fn(data, vocabulary), metadata=export_metadata(kb, data))

@@ -1,9 +1,11 @@
 """The accelerator variant's two halves (rarejax.carry): a carry folder, then its train half run by
 experiments/gpu/full_gpu.sh with TensorFlow, seqio and the other packages a GPU image lacks made
 unimportable; the export comes back loadable."""
+import itertools
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 from rarejax import carry, release, stages
-from rarejax.data import cached_batches, token_cache
+from rarejax.data import cached_batches, soft_targets, token_cache
 from rarejax.evaluate import model_method
 from rarejax.model import transformer
 from rarejax.model.config import preset
@@ -65,6 +67,44 @@ def test_carry_holds_the_cache_in_uint16_and_streams_the_same_batches(tiny_carry
   assert (out / carry.PYLIB / "gin" / "__init__.py").is_file()
   assert json.loads((out / carry.SPEC_FILE).read_text())["metadata"]["vocabulary"] == \
       carry.TOKENIZER_FILE
+
+
+def test_soft_targets_travel_compact_and_stream_the_same_rows(tiny_carry, kb, tmp_path):
+  """A stage with soft targets: the carry holds them (uint16 ids, float16 probabilities), its
+  spec names the settings, and its batches carry the same soft rows as the source's."""
+  _, prepared, provider = tiny_carry
+  config = soft_targets.SoftTargets(weight=0.5, k=2)
+  task = sorted(cached_batches.read_rates(prepared.data_dir, provider))[0]
+  source = cached_batches.split_dir(prepared.data_dir, task, "train")
+  n = len(cached_batches.open_split(source))
+  written = soft_targets.folder_of(source, config)
+  written.mkdir()
+  rng = np.random.default_rng(0)
+  np.save(written / "ids.npy", rng.integers(0, 900, (n, 2)).astype(np.int32))
+  np.save(written / "probs.npy", rng.dirichlet([1.0, 1.0], n).astype(np.float32))
+  (written / soft_targets.META).write_text(json.dumps({"offset": 1}))
+  try:
+    settings = train_stage_lib.StageSettings(
+        rates={"sft_mixture": 1.0}, sequence_length=256, batch_size=2,
+        model_config=preset("tiny_llama", vocab_size=prepared.vocabulary().vocab_size),
+        optimizer_config=optimizer.OptimizerConfig(), loop_config=loop.LoopConfig())
+    out = tmp_path / "carry"
+    carry.write_carry(out, data_dir=prepared.data_dir, provider=provider, settings=settings,
+                      metadata=stages.export_metadata(kb, prepared),
+                      vocabulary=prepared.vocabulary_path, stage="sft", source={},
+                      max_bytes=60 * 2**20, soft=config)
+    carried = soft_targets.folder_of(cached_batches.split_dir(out, task, "train"), config)
+    assert np.load(carried / "ids.npy").dtype == np.uint16
+    assert np.load(carried / "probs.npy").dtype == np.float16
+    assert json.loads((out / carry.SPEC_FILE).read_text())["soft_targets"]["k"] == 2
+    stream = lambda d: cached_batches.cached_batches(d, provider, 2048, 2, seed=0,  # whole notes
+                                                     shard=(0, 1), soft=config)
+    for a, b in itertools.islice(zip(stream(prepared.data_dir), stream(out)), 3):
+      np.testing.assert_array_equal(a["soft_ids"], b["soft_ids"])
+      np.testing.assert_allclose(a["soft_probs"], b["soft_probs"], atol=1e-3)
+    assert any(a["soft_probs"].sum() > 0 for a in itertools.islice(stream(out), 3))
+  finally:
+    shutil.rmtree(written)  # the module's other tests read this cache without soft targets
 
 
 def test_write_carry_refuses_a_carry_over_its_limit(tiny_carry, tmp_path):

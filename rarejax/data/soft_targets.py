@@ -79,12 +79,30 @@ def folder_of(split_folder: str | os.PathLike, config: SoftTargets) -> pathlib.P
 
 
 def load(split_folder: str | os.PathLike, config: SoftTargets) -> SoftSplit | None:
-  """The split's teacher arrays, or None when none were built for these settings."""
+  """The split's teacher arrays (int32 ids, float32 probabilities, whatever they are stored
+  in), or None when none were built for these settings."""
   folder = folder_of(split_folder, config)
   if not (folder / META).is_file():
     return None
   meta = json.loads((folder / META).read_text())
-  return SoftSplit(np.load(folder / "ids.npy"), np.load(folder / "probs.npy"), meta["offset"])
+  return SoftSplit(np.load(folder / "ids.npy").astype(np.int32),
+                   np.load(folder / "probs.npy").astype(np.float32), meta["offset"])
+
+
+def copy_compact(split_folder: str | os.PathLike, out_split_folder: str | os.PathLike,
+                 config: SoftTargets) -> bool:
+  """Copies a split's teacher arrays for a carry: ids as uint16 where they fit, probabilities
+  as float16 (load reads them back as int32 / float32); False when the split has none."""
+  soft = load(split_folder, config)
+  if soft is None:
+    return False
+  out = folder_of(out_split_folder, config)
+  out.mkdir(parents=True)
+  ids = soft.ids.astype(np.uint16) if soft.ids.max(initial=0) < 2**16 else soft.ids
+  np.save(out / "ids.npy", ids)
+  np.save(out / "probs.npy", soft.probs.astype(np.float16))
+  shutil.copyfile(folder_of(split_folder, config) / META, out / META)
+  return True
 
 
 def teacher_rows(scores: np.ndarray, tokens: np.ndarray, config: SoftTargets,
