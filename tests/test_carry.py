@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from rarejax import carry, release, stages
+from rarejax import carry, experiment, release, stages
 from rarejax.data import cached_batches, token_cache
 from rarejax.evaluate import model_method
 from rarejax.model import transformer
@@ -44,7 +44,7 @@ def tiny_carry(data, kb, tmp_path_factory):
                                      prepared.data_dir)
   out = tmp_path_factory.mktemp("carry") / "gpu_carry"
   carry.write_carry(out, data_dir=prepared.data_dir, provider=provider, settings=settings,
-                    metadata=stages.export_metadata(kb, prepared),
+                    metadata=experiment.export_metadata(kb, prepared),
                     vocabulary=prepared.vocabulary_path, stage="sft", source={},
                     max_bytes=60 * 2**20)
   return out, prepared, provider
