@@ -40,6 +40,7 @@ from rarejax.evaluate import benchmarks as benchmarks_lib
 from rarejax.evaluate import concepts
 from rarejax.evaluate import methods as methods_lib
 from rarejax.evaluate import metrics
+from rarejax.evaluate import recognizers
 from rarejax.knowledge import grounding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    for m in methods_lib.classical_methods(kb, RANKERS, ["oracle"])}
   for name in names:
     start = time.perf_counter()
-    recognizer = concepts.make_recognizer(name, kb)
+    recognizer = recognizers.make_recognizer(name, kb)
     setup = time.perf_counter() - start
     found, wall, cpu = _timed_recognition(recognizer, cases)
     methods = methods_lib.classical_methods(kb, RANKERS, ["text"], recognizer=recognizer)

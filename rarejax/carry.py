@@ -133,12 +133,12 @@ def prepare(workdir: str | os.PathLike, gin_files: Sequence[str], gin_bindings: 
   """The TensorFlow half: data stage, token cache, carry folder (module docstring)."""
   # TensorFlow and seqio come in with these; the train half never imports them.
   from rarejax import main as main_lib  # pylint: disable=import-outside-toplevel
-  from rarejax import pipeline, stages  # pylint: disable=import-outside-toplevel
+  from rarejax import experiment, pipeline, stages  # pylint: disable=import-outside-toplevel
   from rarejax.data import token_cache  # pylint: disable=import-outside-toplevel
   main_lib.parse_config(gin_files, gin_bindings)
   workdir = pathlib.Path(workdir).absolute()
   pipeline.run_pipeline(workdir, stages=["data"])
-  kb, data, names = stages.experiment_data(workdir)
+  kb, data, names = experiment.experiment_data(workdir)
   vocabulary = data.vocabulary()
   with gin.config_scope(stage):
     settings = train_stage_lib.stage_settings(vocabulary.vocab_size)
@@ -149,7 +149,7 @@ def prepare(workdir: str | os.PathLike, gin_files: Sequence[str], gin_bindings: 
     stages.build_soft_targets(data.data_dir, provider, soft,
                               stages.experiment_soft_sources(kb, data, names))
   size = write_carry(out, data_dir=data.data_dir, provider=provider, settings=settings,
-                     metadata=stages.export_metadata(kb, data), vocabulary=data.vocabulary_path,
+                     metadata=experiment.export_metadata(kb, data), vocabulary=data.vocabulary_path,
                      stage=stage, source={"workdir": str(workdir), "gin_files": list(gin_files),
                                           "gin_bindings": list(gin_bindings)},
                      max_bytes=int(max_mib * 2**20), soft=soft)

@@ -44,6 +44,7 @@ from rarejax.evaluate import evidence
 from rarejax.evaluate import fasthpocr
 from rarejax.evaluate import generation
 from rarejax.evaluate import model_method
+from rarejax.evaluate import recognizers
 from rarejax.train import checkpoint
 
 MAX_NOTE_CHARS = 50_000
@@ -158,7 +159,7 @@ def load_resources(args: argparse.Namespace) -> Resources:
   """Knowledge (with --ordo/--mondo_sssom), grounding index, --recognizer, the export."""
   kb = knowledge.load_knowledge(ordo_path=args.ordo, mondo_sssom_paths=args.mondo_sssom)
   index = knowledge.GroundingIndex.from_knowledge(kb)
-  return Resources(kb, index, concepts.make_recognizer(args.recognizer, kb),
+  return Resources(kb, index, recognizers.make_recognizer(args.recognizer, kb),
                    evidence.EvidenceFinder(kb, index.equivalence),
                    model_method.load_model(args.checkpoint, args.vocabulary))
 

@@ -10,7 +10,9 @@ Registers with rarejax.pipeline:
   rl    dual-level curriculum RL with DAPO                           (rarejax.rl.stage)
   eval  the last exported model and the classical baselines on the held-out simulated notes
 Training stages evaluate periodically through the shared sampler and grader on a held-out
-slice of the simulated validation cases.
+slice of the simulated validation cases. The experiment-level helpers every stage shares (the
+knowledge base, the prepared data, the held-out cases, the periodic evaluation, the export
+metadata) live in rarejax.experiment, which imports no stage module.
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ import itertools
 import json
 import logging
 import pathlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gin
 
 from rarejax import cases
+from rarejax import experiment
 from rarejax import knowledge
 from rarejax import pipeline
 from rarejax.data import stage as data_stage
@@ -43,10 +46,8 @@ from rarejax.evaluate import report as report_lib
 from rarejax.evaluate import run as run_lib
 from rarejax.evaluate.phenotype_index import PhenotypeIndex
 from rarejax.model import hf_import
-from rarejax.model.config import ModelConfig
 from rarejax.rers import stage as _rers_stage  # registers 'rers'  # pylint: disable=unused-import
 from rarejax.rl import stage as _rl_stage  # registers 'rl'  # pylint: disable=unused-import
-from rarejax.sample import Sampler
 from rarejax.sample import answer_prior
 from rarejax.train import checkpoint
 from rarejax.train import stage as train_stage_lib
@@ -55,59 +56,9 @@ from rarejax.train import stage as train_stage_lib
 # lists one next to other roles trains on the others (with a warning) when it is absent.
 OPTIONAL_ROLES = ("trajectories",)
 
-gin.external_configurable(data_stage.DataSpec, module="rarejax.data")
-gin.external_configurable(cases.SimulatorConfig, module="rarejax.cases")
-gin.external_configurable(cases.RenderConfig, module="rarejax.cases")
-
-
-@gin.configurable
-def experiment_knowledge(exclude_pmids: Sequence[str] = (),
-                         exclude_pmids_files: Sequence[str] = (),
-                         heldout_phenopackets: Sequence[str] = (),
-                         validation_fraction: float = 0.2, split_seed: int = 0,
-                         inner_split: bool = False,
-                         ordo_path: str | None = None,
-                         mondo_sssom_paths: Sequence[str] = (),
-                         skip_missing_heldout: bool = False) -> knowledge.KnowledgeBase:
-  """The knowledge base of the experiment (cached on disk by rarejax.knowledge).
-
-  The honest protocol: the validation publications of `heldout_phenopackets` (split by
-  publication exactly as the real-case dataset splits them: same fraction and seed) are added
-  to `exclude_pmids`, so no annotation row citing an evaluated paper reaches any stage. With
-  `inner_split` (developing on the inner split of the training publications,
-  cases.development_split), the inner validation and the outer validation publications are both
-  excluded: the knowledge of the inner experiment is what the outer one would be, one split deeper.
-  `exclude_pmids_files` add the PubMed ids of text files (one per line, 'PMID:123' or '123', '#'
-  comments; knowledge.read_pmid_file), e.g. the benchmark publications a released model must not
-  have read: ../shared/data/phenopacket-store/benchmark_pmids.txt.
-  With `skip_missing_heldout`, a held-out source that does not exist is skipped with a warning
-  (the knowledge's version stamp then records fewer exclusions, and an evaluation on those
-  cases reports the checkpoint as not honest); otherwise it is an error.
-  """
-  excluded = [p for path in exclude_pmids_files for p in knowledge.read_pmid_file(path)]
-  for source in heldout_phenopackets:
-    if skip_missing_heldout and not pathlib.Path(source).exists():
-      logging.warning("experiment_knowledge: held-out phenopackets %s not found; their "
-                      "publications are not excluded from the knowledge", source)
-      continue
-    read, _ = cases.read_phenopackets(source)
-    split = cases.development_split(read, validation_fraction, split_seed, inner_split)
-    excluded += cases.pmids(c for c in split if c.split != "train")
-  return knowledge.load_knowledge(exclude_pmids=(*exclude_pmids, *excluded), ordo_path=ordo_path,
-                                  mondo_sssom_paths=mondo_sssom_paths)
-
-
-@gin.configurable
-def experiment_data(workdir: pathlib.Path, spec: data_stage.DataSpec | None = None):
-  """(kb, prepared data, task names by role); builds once, then reuses the cached datasets."""
-  spec = spec or data_stage.DataSpec()  # checked before the knowledge base loads
-  kb = experiment_knowledge()
-  data = data_stage.prepare_data(kb, workdir / "data", spec)
-  return kb, data, data_stage.register_tasks(data)
-
 
 def _data_stage(ctx: pipeline.StageContext) -> dict:
-  kb, data, names = experiment_data(ctx.workdir)
+  kb, data, names = experiment.experiment_data(ctx.workdir)
   vocabulary = data.vocabulary()
   return {"knowledge": kb.version.as_dict(), "tasks": names,
           "vocabulary": str(data.vocabulary_path), "vocab_size": vocabulary.vocab_size,
@@ -218,49 +169,6 @@ def build_soft_targets(data_dir: pathlib.Path, provider: str,
                            (split.tokens["targets"], split.offsets["targets"]))
 
 
-def held_out_cases(data, num_cases: int, split: str = "validation") -> list[dict[str, Any]]:
-  """The first `num_cases` held-out simulated cases (note, prompt, gold, structured phenotypes)
-  of `split`: 'validation' for checks during training, 'test' for the eval stage's report."""
-  if split == "test" and not data.simulated.n_test:
-    raise ValueError("the eval stage reports on the simulated 'test' split, but the data has "
-                     "none: set DataSpec.n_test >= 1")
-  return list(itertools.islice(_simulated_rows(data, split), num_cases))
-
-
-def _simulated_rows(data, split: str) -> Iterator[dict[str, Any]]:
-  return builders.examples(builders.builder_for(data.simulated, data.data_dir), split)
-
-
-@gin.configurable(denylist=["data", "vocabulary"])
-def make_eval_fn(data, vocabulary, *, num_cases: int = 32, max_new_tokens: int = 256,
-                 cache_length: int = 2048, model_config: ModelConfig | None = None):
-  """(params, step) → top-k metrics of greedy diagnoses on the first simulated validation notes
-  (None when num_cases is 0, e.g. `cpt/make_eval_fn.num_cases = 0`)."""
-  if num_cases == 0:
-    return None
-  rows = held_out_cases(data, num_cases)
-  prompts, golds = [r["prompt"] for r in rows], [r["gold_ids"] for r in rows]
-  kb = experiment_knowledge()
-  index = _grounding_index(kb)
-  model_config = train_stage_lib.resolve_model_config(model_config or ModelConfig(),
-                                                      vocabulary.vocab_size)
-  sampler = Sampler(model_config, cache_length=cache_length, max_batch_size=num_cases,
-                    pad_id=vocabulary.pad_id)
-  config = generation.GenerationConfig(max_new_tokens=max_new_tokens)
-
-  def eval_fn(params, step):
-    del step
-    result = generation.evaluate_prompts(sampler, params, vocabulary, prompts, golds, index,
-                                         config)
-    return {k: result.metrics[k] for k in ("top1", "top3", "top10", "mrr", "well_formed")}
-  return eval_fn
-
-
-@functools.lru_cache(maxsize=4)
-def _grounding_index(kb: knowledge.KnowledgeBase) -> knowledge.GroundingIndex:
-  return knowledge.GroundingIndex.from_knowledge(kb)
-
-
 def _previous_trajectories(ctx: pipeline.StageContext,
                            kb: knowledge.KnowledgeBase) -> builders.TrajectoryConfig | None:
   """The trajectory dataset of the nearest earlier stage that wrote one (a 'rers' stage)."""
@@ -270,20 +178,8 @@ def _previous_trajectories(ctx: pipeline.StageContext,
   return None
 
 
-def export_metadata(kb: knowledge.KnowledgeBase, data) -> dict[str, Any]:
-  """What a training stage records with its checkpoints and export: the knowledge version, the
-  vocabulary, the prompt style and how the differential is read — the first entry's id
-  distribution for a model that answers first with id pieces (read back by model_method when
-  the export is evaluated)."""
-  return {"knowledge": kb.version.as_dict(with_pmids=True),
-          "vocabulary": str(data.vocabulary_path),
-          model_method.PROMPT_INSTRUCTION: data.spec.instruction,
-          model_method.ANSWER_RANKING: ("first_entry" if data.spec.first_entry_ranking
-                                        else "generate")}
-
-
 def _train(ctx: pipeline.StageContext) -> dict:
-  kb, data, names = experiment_data(ctx.workdir)
+  kb, data, names = experiment.experiment_data(ctx.workdir)
   trajectories = _previous_trajectories(ctx, kb)
   if trajectories is not None:  # the 'trajectories' role: knowledge QA + trajectories SFT
     names = data_stage.register_tasks(data, trajectories=trajectories)
@@ -293,7 +189,8 @@ def _train(ctx: pipeline.StageContext) -> dict:
                                     soft_sources=lambda: experiment_soft_sources(kb, data, names)),
       workdir=ctx.folder,
       vocab_size=vocabulary.vocab_size, init_export=ctx.previous_export(),
-      eval_fn=make_eval_fn(data, vocabulary), metadata=export_metadata(kb, data))
+      eval_fn=experiment.make_eval_fn(data, vocabulary),
+      metadata=experiment.export_metadata(kb, data))
   if data.spec.first_entry_ranking:  # the answers' prior, for logit adjustment at ranking time
     rates = train_stage_lib.stage_settings(vocabulary.vocab_size).rates
     provider = token_cache.build_cache(training_provider(names, rates), data.data_dir)
@@ -319,15 +216,15 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
   Writes the evaluation report to <stage>/report/ (metrics.json with bootstrap intervals,
   report.md with plots, cases.tsv, PhEval files, responses) and a summary to metrics.json.
   """
-  kb, data, _ = experiment_data(ctx.workdir)
-  rows = held_out_cases(data, num_cases, "test")
+  kb, data, _ = experiment.experiment_data(ctx.workdir)
+  rows = experiment.held_out_cases(data, num_cases, "test")
   cases = tuple(builders.case_from_example(r, "test") for r in rows)
   diseases = data.simulated.diseases or None
   bench = benchmarks_lib.Benchmark(
       "simulated_heldout", cases, from_publications=False,
       source=f"{len(cases)} held-out simulated notes ({data.simulated.name})",
       config={"n_diseases": len(diseases) if diseases else "all OMIM"})
-  index = _grounding_index(kb)
+  index = experiment.grounding_index(kb)
   generation_config = generation.GenerationConfig(max_new_tokens=max_new_tokens)
   methods: list[methods_lib.Method] = [
       model_method.ModelMethod(model_method.load_model(result["export"]), index,
@@ -361,7 +258,8 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
 
 
 def _simulated_cases(data, split: str) -> tuple[cases.Case, ...]:
-  return tuple(builders.case_from_example(r, split) for r in _simulated_rows(data, split))
+  return tuple(builders.case_from_example(r, split)
+               for r in experiment.simulated_rows(data, split))
 
 
 def _resnik_on(kb: knowledge.KnowledgeBase, rows: Sequence[dict[str, Any]],

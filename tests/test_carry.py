@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from rarejax import carry, release, stages
+from rarejax import carry, experiment, release, stages
 from rarejax.data import cached_batches, soft_targets, token_cache
 from rarejax.evaluate import model_method
 from rarejax.model import transformer
@@ -46,7 +46,7 @@ def tiny_carry(data, kb, tmp_path_factory):
                                      prepared.data_dir)
   out = tmp_path_factory.mktemp("carry") / "gpu_carry"
   carry.write_carry(out, data_dir=prepared.data_dir, provider=provider, settings=settings,
-                    metadata=stages.export_metadata(kb, prepared),
+                    metadata=experiment.export_metadata(kb, prepared),
                     vocabulary=prepared.vocabulary_path, stage="sft", source={},
                     max_bytes=60 * 2**20)
   return out, prepared, provider
@@ -90,7 +90,7 @@ def test_soft_targets_travel_compact_and_stream_the_same_rows(tiny_carry, kb, tm
         optimizer_config=optimizer.OptimizerConfig(), loop_config=loop.LoopConfig())
     out = tmp_path / "carry"
     carry.write_carry(out, data_dir=prepared.data_dir, provider=provider, settings=settings,
-                      metadata=stages.export_metadata(kb, prepared),
+                      metadata=experiment.export_metadata(kb, prepared),
                       vocabulary=prepared.vocabulary_path, stage="sft", source={},
                       max_bytes=60 * 2**20, soft=config)
     carried = soft_targets.folder_of(cached_batches.split_dir(out, task, "train"), config)

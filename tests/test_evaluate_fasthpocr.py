@@ -8,6 +8,7 @@ import pytest
 
 from rarejax.evaluate import concepts
 from rarejax.evaluate import fasthpocr
+from rarejax.evaluate import recognizers
 from rarejax.evaluate import run as run_lib
 from rarejax.knowledge import ontology as ontology_lib
 
@@ -104,7 +105,7 @@ def test_missing_fasthpocr_names_the_extra(kb, monkeypatch, capsys, tmp_path):
 
   monkeypatch.setattr(importlib.metadata, "version", not_installed)
   with pytest.raises(fasthpocr.MissingExtraError, match=r"'fasthpocr' extra"):
-    concepts.make_recognizer("fasthpocr", kb)
+    recognizers.make_recognizer("fasthpocr", kb)
   with pytest.raises(SystemExit):
     run_lib.main(["--benchmark", "simulated:2:1", "--out", str(tmp_path), "--recognizer",
                   "fasthpocr"])
@@ -116,4 +117,4 @@ def test_an_obo_that_is_not_the_knowledges_is_refused(kb, obo):
   with pytest.raises(ValueError, match="not the hp.obo this knowledge base was read from"):
     fasthpocr.FastHPOCRRecognizer.from_knowledge(kb, obo_path=obo)
   with pytest.raises(ValueError, match="option of the rarejax recognizer"):
-    concepts.make_recognizer("fasthpocr", kb, related=True)
+    recognizers.make_recognizer("fasthpocr", kb, related=True)

@@ -407,7 +407,7 @@ def test_rers_stage_feeds_trajectory_sft_in_the_tiny_pipeline(tmp_path, monkeypa
   instruction; the teacher is the real cpt export whose text is scripted to be each case's
   reference response (keyed by the dataset's prompts: RERS must build the same ones)."""
   from rarejax import main as main_lib  # pylint: disable=g-import-not-at-top
-  from rarejax import stages  # pylint: disable=g-import-not-at-top
+  from rarejax import experiment  # pylint: disable=g-import-not-at-top
   from rarejax.data import builders  # pylint: disable=g-import-not-at-top
   from rarejax.rers import stage as rers_stage  # pylint: disable=g-import-not-at-top
   real_load_teacher = rers_stage.load_teacher
@@ -415,7 +415,7 @@ def test_rers_stage_feeds_trajectory_sft_in_the_tiny_pipeline(tmp_path, monkeypa
   def scripted_teacher(export, vocabulary, cache_length, max_batch_size):
     teacher = real_load_teacher(export, vocabulary, cache_length, max_batch_size)
     scripted = ScriptedVocabulary(dict(SCRIPT))
-    _, data, _ = stages.experiment_data(tmp_path)
+    _, data, _ = experiment.experiment_data(tmp_path)
     builder = builders.builder_for(data.simulated, data.data_dir)
     answers = {tuple(generation.prompt_ids(scripted, e["prompt"])): e["response"]
                for e in builders.examples(builder, "train")}

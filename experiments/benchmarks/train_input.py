@@ -62,11 +62,12 @@ def peak_rss_gb() -> float:
 
 def experiment_sft(workdir: pathlib.Path, gin_files: list[str], bindings: list[str]) -> dict:
   """Parses the experiment's gin config, builds (or reuses) its data; the sft setup."""
-  from rarejax import main, stages  # pylint: disable=g-import-not-at-top  (TF side only)
+  # TF side only
+  from rarejax import experiment, main, stages  # pylint: disable=g-import-not-at-top
   from rarejax.train import stage as train_stage  # pylint: disable=g-import-not-at-top
   import gin  # pylint: disable=g-import-not-at-top
   main.parse_config(gin_files, bindings)
-  _, data, names = stages.experiment_data(workdir)
+  _, data, names = experiment.experiment_data(workdir)
   with gin.config_scope("sft"):
     settings = train_stage.stage_settings(data.vocabulary().vocab_size)
   return {"data_dir": str(data.data_dir), "task": stages.training_provider(names, settings.rates),

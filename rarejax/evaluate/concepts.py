@@ -26,8 +26,9 @@ enough to be a fair baseline:
 A term mentioned both affirmed and negated counts as observed.
 
 Negation is its own step (`NegationDetector`), so that another recognizer's mentions get the same
-cues and scopes: `make_recognizer` builds either of RECOGNIZERS, this module's dictionary
-('rarejax') or FastHPOCR's index with this negation ('fasthpocr', rarejax.evaluate.fasthpocr).
+cues and scopes: `recognizers.make_recognizer` builds either of RECOGNIZERS, this module's
+dictionary ('rarejax') or FastHPOCR's index with this negation ('fasthpocr',
+rarejax.evaluate.fasthpocr).
 """
 from __future__ import annotations
 
@@ -422,28 +423,6 @@ class ConceptRecognizer:
         taken[i:j] = [True] * (j - i)
         chosen.append((i, j, hpo_id))
     return sorted(chosen)
-
-def make_recognizer(name: str, kb: knowledge.KnowledgeBase, related: bool = False) -> Recognizer:
-  """The recognizer `name` (one of RECOGNIZERS) over the knowledge base's ontology.
-
-  Args:
-    name: 'rarejax' (this module) or 'fasthpocr' (needs the 'fasthpocr' extra).
-    kb: the knowledge base whose ontology (and, for FastHPOCR, hp.obo) is indexed.
-    related: the rarejax recognizer also matches RELATED synonyms (FastHPOCR always does).
-
-  Raises:
-    ValueError: unknown name, or `related` with FastHPOCR.
-    fasthpocr.MissingExtraError: FastHPOCR is not installed.
-  """
-  if name == "rarejax":
-    return ConceptRecognizer.from_knowledge(kb, RecognizerConfig(related=related))
-  if name == "fasthpocr":
-    if related:
-      raise ValueError("related synonyms are an option of the rarejax recognizer (FastHPOCR "
-                       "always indexes RELATED synonyms)")
-    from rarejax.evaluate import fasthpocr  # pylint: disable=import-outside-toplevel
-    return fasthpocr.FastHPOCRRecognizer.from_knowledge(kb)
-  raise ValueError(f"unknown recognizer {name!r}; choose one of {RECOGNIZERS}")
 
 
 @dataclasses.dataclass

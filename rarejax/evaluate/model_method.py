@@ -147,7 +147,7 @@ def load_model(export_dir: str | pathlib.Path,
 
 def trained_exclusions(metadata: Mapping[str, Any]) -> tuple[str, ...] | None:
   """The PubMed ids the export's training knowledge excluded ('knowledge'.'excluded_pmids', which
-  exports record since stages.export_metadata writes the list); None when the export records only
+  exports record since experiment.export_metadata writes the list); None when the export records only
   their count and hash (older exports) or no knowledge stamp."""
   stamp = metadata.get("knowledge") or {}
   if "excluded_pmids" in stamp:

@@ -46,6 +46,7 @@ from rarejax.evaluate import fasthpocr
 from rarejax.evaluate import generation
 from rarejax.evaluate import methods as methods_lib
 from rarejax.evaluate import model_method
+from rarejax.evaluate import recognizers
 from rarejax.evaluate import report as report_lib
 from rarejax.knowledge import grounding
 
@@ -376,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs = _load_inputs(args, specs, need_tuning=bool(set(names) & set(methods_lib.FUSIONS)),
                           metadata=metadata)
     check = honest_check(args, metadata, inputs) if metadata is not None else None
-    recognizer = concepts.make_recognizer(args.recognizer, inputs.kb_eval, args.related_synonyms)
+    recognizer = recognizers.make_recognizer(args.recognizer, inputs.kb_eval, args.related_synonyms)
     classical = [n for n in names if n != MODEL]
     methods = build_model_methods(args, inputs, check) if MODEL in names else []
     if classical:

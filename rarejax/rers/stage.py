@@ -33,9 +33,9 @@ import numpy as np
 
 from rarejax import atomic_io
 from rarejax import cases as cases_lib
+from rarejax import experiment
 from rarejax import knowledge
 from rarejax import pipeline
-from rarejax import stages
 from rarejax.data import builders
 from rarejax.data import trajectory as trajectory_lib
 from rarejax.model.config import ModelConfig
@@ -107,7 +107,7 @@ def rers_stage(ctx: pipeline.StageContext, *, num_cases: int | None = 200,
   if export is None:
     raise ValueError("the rers stage needs a teacher: run a training stage (or import_hf) "
                      "before it, or set rers_stage.teacher_export")
-  kb, data, _ = stages.experiment_data(ctx.workdir)
+  kb, data, _ = experiment.experiment_data(ctx.workdir)
   teacher = load_teacher(export, data.vocabulary(), cache_length, max_batch_size)
   cases = training_cases(data, num_cases, num_real_cases, config.seed)
   synthesizer = synthesize.Synthesizer(

@@ -45,6 +45,7 @@ import numpy as np
 import seqio
 import tqdm
 
+from rarejax import experiment
 from rarejax import knowledge
 from rarejax import pipeline
 from rarejax.data import batches as batches_lib
@@ -149,7 +150,7 @@ def run_rl(*, workdir: str | pathlib.Path, model_config: ModelConfig, init_param
     settings: configurations.
     eval_fn: (params, step) -> held-out metrics, run every eval_every steps and at the end.
     metadata: recorded with checkpoints and the export (vocabulary, knowledge version, prompt
-      style: rarejax.stages.export_metadata).
+      style: rarejax.experiment.export_metadata).
     progress: show a progress bar with ETA.
 
   Raises:
@@ -410,9 +411,8 @@ def rl_stage(ctx: pipeline.StageContext, *, config: RLConfig | None = None,
   """The pipeline stage: RL from the previous stage's export on the experiment's train cases.
 
   Every argument is gin-provided (scope rl/); None builds the class in the rl/ gin scope.
-  Held-out evaluation uses stages.make_eval_fn (`rl/make_eval_fn.num_cases = 0` disables it).
+  Held-out evaluation uses experiment.make_eval_fn (`rl/make_eval_fn.num_cases = 0` disables it).
   """
-  from rarejax import stages  # pylint: disable=g-import-not-at-top  (stages imports this module)
   settings = Settings(rl=config or RLConfig(),  # built here: gin applies its rl/ bindings
                       rollout=rollout_config or rollout_lib.RolloutConfig(),
                       dapo=dapo_config or dapo.DapoConfig(),
@@ -422,7 +422,7 @@ def rl_stage(ctx: pipeline.StageContext, *, config: RLConfig | None = None,
   if export is None:
     raise ValueError("the rl stage starts from an earlier stage's export (cpt, sft or "
                      "import_hf); none of the stages before it wrote one.")
-  kb, data, names = stages.experiment_data(ctx.workdir)
+  kb, data, names = experiment.experiment_data(ctx.workdir)
   vocabulary = data.vocabulary()
   model_config = ModelConfig(**json.loads((export / "metadata.json").read_text())["model_config"])
   cases = load_cases(names, vocabulary, settings.curriculum.task_order, settings.rl.pool_size,
@@ -434,8 +434,8 @@ def rl_stage(ctx: pipeline.StageContext, *, config: RLConfig | None = None,
                 init_params=train_stage_lib.load_exported_params(export, model_config),
                 cases=cases, tokenizer=vocabulary, reward_fn=reward_fn,
                 pad_id=vocabulary.pad_id, settings=settings,
-                eval_fn=stages.make_eval_fn(data, vocabulary, model_config=model_config),
-                metadata=stages.export_metadata(kb, data))
+                eval_fn=experiment.make_eval_fn(data, vocabulary, model_config=model_config),
+                metadata=experiment.export_metadata(kb, data))
 
 
 pipeline.register_stage("rl", rl_stage)

@@ -107,7 +107,7 @@ def train_stage(*, batches_for: Callable[[Mapping[str, float], int, int, int],
     init_export: params of the previous stage (None: train from scratch).
     eval_fn: (params, step) → metrics on held-out cases (sampler + grader).
     metadata: recorded with every checkpoint and the export (vocabulary, knowledge version,
-      prompt style: rarejax.stages.export_metadata).
+      prompt style: rarejax.experiment.export_metadata).
   """
   settings = stage_settings(vocab_size)
   model_config, loop_config = settings.model_config, settings.loop_config
