@@ -8,7 +8,7 @@ Registers with rarejax.pipeline:
   rers  reflection-enhanced reasoning sampling → trajectories        (rarejax.rers.stage)
   trajectory_sft  SFT that may train on the trajectories of an earlier rers stage
   rl    dual-level curriculum RL with DAPO                           (rarejax.rl.stage)
-  eval  the last exported model and the classical baselines on the held-out simulated notes
+  eval  every earlier stage's export and the classical baselines on the held-out simulated notes
 Training stages evaluate periodically through the shared sampler and grader on a held-out
 slice of the simulated validation cases. The experiment-level helpers every stage shares (the
 knowledge base, the prepared data, the held-out cases, the periodic evaluation, the export

@@ -1,6 +1,6 @@
 """The data stage: build the datasets of a knowledge base, train or load the vocabulary, tasks.
 
-  spec = stage.DataSpec(n_diseases=50)                       # quickstart: 50 OMIM diseases
+  spec = stage.DataSpec(n_diseases=30)                       # the quickstart's 30 OMIM diseases
   data = stage.prepare_data(kb, workdir / "data", spec)      # TFDS builds + SentencePiece model
   names = stage.register_tasks(data)                         # {'knowledge_lm': 'rarejax_...', ...}
   batches.get_batches(names["sft_mixture"], 1024, 16)

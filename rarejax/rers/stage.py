@@ -26,7 +26,6 @@ import itertools
 import json
 import pathlib
 import time
-from typing import Any
 
 import gin
 import numpy as np
