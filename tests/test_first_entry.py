@@ -51,6 +51,7 @@ def test_id_pieces_and_prefix(export):
   response = fmt.format_response("", [("", "OMIM:154700")])
   prefix = first_entry.answer_prefix_ids(model.vocabulary, response, "OMIM:154700")
   assert model.vocabulary.decode(prefix) == response[:response.index("OMIM:154700")]
+  assert first_entry.id_answer_prefix(model.vocabulary) == prefix  # the same for every id
   with pytest.raises(ValueError, match="not one vocabulary piece"):
     first_entry.answer_prefix_ids(model.vocabulary, "1. OMIM:123", "OMIM:123")
 

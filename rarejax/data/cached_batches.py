@@ -69,7 +69,6 @@ class CachedSplit:
   tokens: dict[str, np.ndarray]  # feature → int32 [tokens]
   offsets: dict[str, np.ndarray]  # feature → int64 [N + 1]
   soft: soft_lib.SoftSplit | None = None  # soft first-answer targets, weight applied
-  soft_weight: float = 0.0
 
   def __len__(self) -> int:
     return self.meta["examples"]
@@ -81,7 +80,7 @@ class CachedSplit:
     if self.soft is None:
       return inputs, targets
     return inputs, targets, packing.SoftTarget(self.soft.offset, self.soft.ids[i],
-                                               self.soft.probs[i] * self.soft_weight)
+                                               self.soft.probs[i])
 
 
 def open_split(folder: str | os.PathLike,
@@ -104,7 +103,9 @@ def open_split(folder: str | os.PathLike,
   if teacher is not None and len(teacher.ids) != meta["examples"]:
     raise ValueError(f"soft targets of {folder} hold {len(teacher.ids)} rows for "
                      f"{meta['examples']} examples; delete {soft_lib.folder_of(folder, soft)}")
-  return CachedSplit(meta, tokens, offsets, teacher, soft.weight if teacher is not None else 0.0)
+  if teacher is not None:
+    teacher = dataclasses.replace(teacher, probs=teacher.probs * np.float32(soft.weight))
+  return CachedSplit(meta, tokens, offsets, teacher)
 
 
 def host_shard() -> tuple[int, int]:

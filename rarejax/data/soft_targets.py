@@ -143,8 +143,7 @@ def build(split_folder: str | os.PathLike, examples: Iterable[Mapping[str, Any]]
   piece_of = {name: token for token, name in first_entry.id_pieces(vocabulary).items()}
   columns = np.array([i for i, d in enumerate(index.disease_ids) if d in piece_of], np.int64)
   tokens = np.array([piece_of[index.disease_ids[i]] for i in columns], np.int32)
-  sample = next(iter(piece_of))
-  offset = len(first_entry.answer_prefix_ids(vocabulary, first_entry.id_answer(sample), sample))
+  offset = len(first_entry.id_answer_prefix(vocabulary))
   ranker = baselines.ResnikRanker(index)
   targets, offsets = cached_targets
   ids, probs, agree, named = [], [], 0, 0

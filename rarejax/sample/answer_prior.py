@@ -103,9 +103,8 @@ def write_for_export(export_dir: str | os.PathLike, data_dir: str | os.PathLike,
   """Computes the prior of the mixture `provider` an id-piece model trained on (its token cache
   under `data_dir`) and writes it into the model's export; None, writing nothing, when the
   mixture names no disease first."""
-  example = next(iter(first_entry.id_pieces(vocabulary).values()))
-  prefix = first_entry.answer_prefix_ids(vocabulary, first_entry.id_answer(example), example)
-  prior = from_token_cache(data_dir, provider, vocabulary, prefix)
+  prior = from_token_cache(data_dir, provider, vocabulary,
+                           first_entry.id_answer_prefix(vocabulary))
   if not prior:
     return None
   return write(export_dir, prior, {"data_dir": str(data_dir), "provider": provider,

@@ -70,6 +70,15 @@ def answer_prefix_ids(vocabulary: Any, response: str, disease_id: str) -> list[i
                    "not trained with disease-id pieces (DataSpec.id_pieces)")
 
 
+def id_answer_prefix(vocabulary: Any) -> list[int]:
+  """The tokens an id-piece model's trained answer (id_answer) has before its first id piece:
+  where that piece sits in every such target."""
+  example = next(iter(id_pieces(vocabulary).values()), None)
+  if example is None:
+    raise ValueError("the vocabulary has no disease-id pieces (DataSpec.id_pieces)")
+  return answer_prefix_ids(vocabulary, id_answer(example), example)
+
+
 class FirstEntryRanker:
   """Top-k disease ids by the probability of the first answer entry (module docstring)."""
 

@@ -55,19 +55,23 @@ def _target_logits(logits: Array, targets: Array) -> Array:
   return jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
 
 
-def token_log_probs(logits: Array, targets: Array) -> Array:
-  """log p(target) per token: float32 [B, L] from logits [B, L, V] and targets [B, L]."""
-  return _target_logits(logits, targets) - jax.nn.logsumexp(logits, axis=-1)
+def token_log_probs(logits: Array, targets: Array, log_normalizer: Array | None = None) -> Array:
+  """log p(target) per token: float32 [B, L] from logits [B, L, V] and targets [B, L];
+  `log_normalizer` is logsumexp(logits) over V when the caller has it already."""
+  if log_normalizer is None:
+    log_normalizer = jax.nn.logsumexp(logits, axis=-1)
+  return _target_logits(logits, targets) - log_normalizer
 
 
-def weighted_cross_entropy(logits: Array, targets: Array, weights: Array) -> LossOutput:
+def weighted_cross_entropy(logits: Array, targets: Array, weights: Array,
+                           log_normalizer: Array | None = None) -> LossOutput:
   """Sum of weighted next-token NLL, total weight and weighted accuracy sum.
 
   A token counts as correct when its target logit is the maximum (ties count as correct); a
   max-reduce is much cheaper than argmax over a large vocabulary on CPU.
   """
   weights = weights.astype(jnp.float32)
-  nll = -token_log_probs(logits, targets)
+  nll = -token_log_probs(logits, targets, log_normalizer)
   correct = (_target_logits(logits, targets) >= jnp.max(logits, axis=-1)).astype(jnp.float32)
   return LossOutput(loss_sum=jnp.sum(nll * weights), weight_sum=jnp.sum(weights),
                     metric_sums={"accuracy": jnp.sum(correct * weights)})
@@ -82,11 +86,14 @@ def lm_loss(logits: Array, batch: Batch, rng: Array) -> LossOutput:
   return weighted_cross_entropy(logits, targets, weights)
 
 
-def soft_cross_entropy(logits: Array, soft_ids: Array, soft_probs: Array) -> Array:
+def soft_cross_entropy(logits: Array, soft_ids: Array, soft_probs: Array,
+                       log_normalizer: Array | None = None) -> Array:
   """Sum over positions of -sum_k soft_probs[k] * log q(soft_ids[k]), q = softmax(logits) over
-  the whole vocabulary: logits [B, L, V], soft_ids / soft_probs [B, L, K]."""
-  log_q = (jnp.take_along_axis(logits, soft_ids, axis=-1)
-           - jax.nn.logsumexp(logits, axis=-1, keepdims=True))
+  the whole vocabulary: logits [B, L, V], soft_ids / soft_probs [B, L, K]; `log_normalizer` as
+  in token_log_probs."""
+  if log_normalizer is None:
+    log_normalizer = jax.nn.logsumexp(logits, axis=-1)
+  log_q = jnp.take_along_axis(logits, soft_ids, axis=-1) - log_normalizer[..., None]
   return -jnp.sum(soft_probs.astype(jnp.float32) * log_q)
 
 
@@ -98,8 +105,9 @@ def sft_loss(logits: Array, batch: Batch, rng: Array) -> LossOutput:
   if "loss_weights" not in batch:
     raise ValueError(f"sft loss needs batch['loss_weights'] (1 on response tokens); "
                      f"batch has {sorted(batch)}.")
-  out = weighted_cross_entropy(logits, batch["targets"], batch["loss_weights"])
   if "soft_probs" not in batch:
-    return out
-  soft = soft_cross_entropy(logits, batch["soft_ids"], batch["soft_probs"])
+    return weighted_cross_entropy(logits, batch["targets"], batch["loss_weights"])
+  log_normalizer = jax.nn.logsumexp(logits, axis=-1)  # once for both terms (the [B, L, V] pass)
+  out = weighted_cross_entropy(logits, batch["targets"], batch["loss_weights"], log_normalizer)
+  soft = soft_cross_entropy(logits, batch["soft_ids"], batch["soft_probs"], log_normalizer)
   return LossOutput(out.loss_sum + soft, out.weight_sum, {**out.metric_sums, "soft_ce": soft})
