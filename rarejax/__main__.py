@@ -18,7 +18,7 @@ from rarejax import startup
 
 COMMANDS = {"diagnose": "rarejax.diagnose", "evaluate": "rarejax.evaluate.run",
             "run": "rarejax.main", "carry": "rarejax.carry"}
-QUIET_COMMANDS = ("diagnose", "evaluate")  # libraries' start-up lines only with --verbose
+QUIET_COMMANDS = ("diagnose", "evaluate", "run")  # libraries' start-up lines only with --verbose
 
 
 def main(argv: Sequence[str] | None = None) -> int:

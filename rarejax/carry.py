@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   tr.add_argument("--workdir", required=True, help="checkpoints and metrics; rerun to resume")
   tr.add_argument("--out", required=True, help="an empty folder: export, metrics, report")
   args = parser.parse_args(argv)
-  main_lib.quiet_libraries()
+  main_lib.configure_logging(verbose=False)
   if args.command == "prepare":
     try:
       result = prepare(args.workdir, args.gin_file, args.gin_bindings, args.out, args.stage,

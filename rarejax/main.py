@@ -2,7 +2,7 @@
 
   python -m rarejax.main --workdir runs/quickstart \
       --gin_file gin_configs/experiments/quickstart.gin [--gin_bindings 'cpt/LoopConfig.num_steps=50']
-      [--stage cpt] [--overwrite]
+      [--stage cpt] [--overwrite] [--verbose]
       [--distributed | --coordinator_address HOST:PORT --num_processes N --process_id I]
 
 Multi-host: run the same command on every host (TPU pods, SLURM, Open MPI: `--distributed`,
@@ -22,6 +22,8 @@ import sys
 from collections.abc import Sequence
 
 import gin
+
+from rarejax import startup
 
 GIN_ROOT = pathlib.Path(__file__).resolve().parents[1] / "gin_configs"
 
@@ -53,13 +55,13 @@ def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
     raise ConfigError(f"gin config error (nothing was run): {err}") from None
 
 
-def quiet_libraries() -> None:
-  """INFO for rarejax's own messages; WARNING for absl/orbax/TFDS chatter."""
+def configure_logging(verbose: bool) -> None:
+  """INFO for rarejax's own messages; the libraries quiet unless `verbose` (rarejax.startup)."""
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  for name in ("absl", "orbax", "tensorflow", "jax"):
-    logging.getLogger(name).setLevel(logging.WARNING)
+  startup.configure(verbose)
+  if not verbose:
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+    absl_logging.set_verbosity(absl_logging.WARNING)
   for handler in logging.getLogger().handlers:  # gin logs its include look-ups at ERROR level
     handler.addFilter(lambda record: "/gin/" not in record.pathname)
 
@@ -84,8 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="multi-host: number of processes")
   parser.add_argument("--process_id", type=int, default=None,
                       help="multi-host: this process's index, 0..num_processes-1")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the libraries' start-up lines and notices (TensorFlow, TFDS, "
+                           "absl, orbax), hidden by default (rarejax.startup)")
   args = parser.parse_args(argv)
-  quiet_libraries()
+  configure_logging(args.verbose)
   try:
     parse_config(args.gin_file, args.gin_bindings)
   except ConfigError as err:

@@ -71,13 +71,16 @@ def test_resumed_run_gives_bitwise_identical_next_loss(run, tmp_path):
   assert float(resumed_metrics["loss"]) == float(metrics["loss"])
 
 
-def test_keeps_the_newest_n(run, tmp_path):
+def test_keeps_the_newest_n_and_lists_the_disk(run, tmp_path, caplog):
   state = _trained_state(run, 0)
   with ckpt.Checkpointer(tmp_path, max_to_keep=2) as checkpointer:
     for step in range(1, 4):
       checkpointer.save(state.replace(step=jnp.asarray(step, jnp.int32)), METADATA)
     checkpointer.wait()
     assert checkpointer.all_steps() == [2, 3]
+    shutil.copytree(tmp_path / "3", tmp_path / "4")  # a step another process wrote
+    assert checkpointer.all_steps() == [2, 3, 4]
+  assert "deprecated" not in caplog.text  # all_steps(read=True) warned at every call
 
 
 # A failed tensorstore read leaves an asyncio callback that fires after orbax closes its loop.

@@ -150,7 +150,8 @@ class Checkpointer:
 
   def all_steps(self) -> list[int]:
     """Steps present on disk (complete or not), ascending."""
-    return sorted(self._manager.all_steps(read=True))
+    self._manager.reload()  # re-reads the directory (all_steps(read=True) is deprecated)
+    return sorted(self._manager.all_steps())
 
   def restore(self, target: TrainState, step: int | None = None) -> tuple[TrainState, dict]:
     """Restores (state, metadata) into `target`'s shapes and shardings.
