@@ -25,8 +25,9 @@ import tqdm
 
 from rarejax import knowledge
 from rarejax.cases import phenopacket, split
-from rarejax.evaluate import baselines, metrics
-from rarejax.evaluate.phenotype_index import PhenotypeIndex
+from rarejax.evaluate import metrics
+from rarejax.phenotypes import baselines
+from rarejax.phenotypes.phenotype_index import PhenotypeIndex
 
 KS = (1, 3, 10)
 

@@ -28,8 +28,9 @@ import time
 
 from rarejax import knowledge
 from rarejax.cases import phenopacket, split
-from rarejax.evaluate import baselines, metrics
-from rarejax.evaluate.phenotype_index import PhenotypeIndex
+from rarejax.evaluate import metrics
+from rarejax.phenotypes import baselines
+from rarejax.phenotypes.phenotype_index import PhenotypeIndex
 
 VARIANTS = {f"case_resnik{'_sym' if sym else ''}_top{top}": (sym, top)
             for sym in (False, True) for top in (1, 2, 3)}

@@ -37,11 +37,11 @@ import numpy as np
 from rarejax import knowledge
 from rarejax.cases import Case, read_phenopackets
 from rarejax.evaluate import benchmarks as benchmarks_lib
-from rarejax.evaluate import concepts
 from rarejax.evaluate import methods as methods_lib
 from rarejax.evaluate import metrics
-from rarejax.evaluate import recognizers
 from rarejax.knowledge import grounding
+from rarejax.phenotypes import concepts
+from rarejax.phenotypes import recognizers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -39,12 +39,12 @@ from rarejax import cases as cases_lib
 from rarejax import knowledge
 from rarejax import release
 from rarejax import startup
-from rarejax.evaluate import concepts
 from rarejax.evaluate import evidence
-from rarejax.evaluate import fasthpocr
 from rarejax.evaluate import generation
 from rarejax.evaluate import model_method
-from rarejax.evaluate import recognizers
+from rarejax.phenotypes import concepts
+from rarejax.phenotypes import fasthpocr
+from rarejax.phenotypes import recognizers
 from rarejax.train import checkpoint
 
 MAX_NOTE_CHARS = 50_000

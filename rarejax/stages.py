@@ -31,21 +31,22 @@ from rarejax import cases
 from rarejax import experiment
 from rarejax import knowledge
 from rarejax import pipeline
-from rarejax.data import stage as data_stage
 from rarejax.data import batches as batches_lib
 from rarejax.data import builders
 from rarejax.data import cached_batches
 from rarejax.data import soft_targets as soft_targets_lib
+from rarejax.data import stage as data_stage
 from rarejax.data import tasks as tasks_lib
 from rarejax.data import token_cache
-from rarejax.evaluate import baselines, concepts, generation, model_method
 from rarejax.evaluate import benchmarks as benchmarks_lib
+from rarejax.evaluate import generation, model_method
 from rarejax.evaluate import methods as methods_lib
 from rarejax.evaluate import metrics as metrics_lib
 from rarejax.evaluate import report as report_lib
 from rarejax.evaluate import run as run_lib
-from rarejax.evaluate.phenotype_index import PhenotypeIndex
 from rarejax.model import hf_import
+from rarejax.phenotypes import baselines, concepts
+from rarejax.phenotypes.phenotype_index import PhenotypeIndex
 from rarejax.rers import stage as _rers_stage  # registers 'rers'  # pylint: disable=unused-import
 from rarejax.rl import stage as _rl_stage  # registers 'rl'  # pylint: disable=unused-import
 from rarejax.sample import answer_prior

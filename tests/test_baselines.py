@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from rarejax.evaluate import baselines
-from rarejax.evaluate.phenotype_index import PhenotypeIndex, Query
+from rarejax.phenotypes import baselines
+from rarejax.phenotypes.phenotype_index import PhenotypeIndex, Query
 
 
 @dataclasses.dataclass(frozen=True)

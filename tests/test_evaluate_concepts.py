@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rarejax.cases import PatientSimulator, render_note
-from rarejax.evaluate import concepts
+from rarejax.phenotypes import concepts
 
 SEIZURE, MICROCEPHALY, HYPOTONIA = "HP:0001250", "HP:0000252", "HP:0001252"
 HEADACHE, CATARACT, SHORT_STATURE = "HP:0002315", "HP:0000518", "HP:0004322"

@@ -6,11 +6,11 @@ import importlib.metadata
 
 import pytest
 
-from rarejax.evaluate import concepts
-from rarejax.evaluate import fasthpocr
-from rarejax.evaluate import recognizers
 from rarejax.evaluate import run as run_lib
 from rarejax.knowledge import ontology as ontology_lib
+from rarejax.phenotypes import concepts
+from rarejax.phenotypes import fasthpocr
+from rarejax.phenotypes import recognizers
 
 SEIZURE, MICROCEPHALY, HYPOTONIA, SCOLIOSIS = "HP:0001250", "HP:0000252", "HP:0001252", "HP:0002650"
 OBO = """format-version: 1.2

@@ -148,3 +148,24 @@ def test_no_import_cycle_in_rarejax():
   found = cycles(graph)
   assert not found, "import cycles in rarejax/ (each with its edges):\n" + "\n".join(
       _describe(c, graph) for c in found)
+
+
+# Who may not import whom: the rankers are core library code that data/ and evaluate/ both use,
+# so they import neither; data/ builds datasets and never imports the evaluation.
+FORBIDDEN = {
+    "rarejax.phenotypes": ("rarejax.data", "rarejax.evaluate", "rarejax.rers", "rarejax.rl",
+                           "rarejax.train", "rarejax.stages", "rarejax.experiment"),
+    "rarejax.data": ("rarejax.evaluate", "rarejax.rers", "rarejax.rl", "rarejax.stages"),
+}
+
+
+def _within(module: str, package: str) -> bool:
+  return module == package or module.startswith(package + ".")
+
+
+def test_packages_import_only_downward():
+  graph = import_graph()
+  wrong = [f"{m} -> {d}" for m, deps in sorted(graph.items()) for d in sorted(deps)
+           for package, banned in FORBIDDEN.items()
+           if _within(m, package) and any(_within(d, b) for b in banned)]
+  assert not wrong, "imports against the layering (FORBIDDEN):\n  " + "\n  ".join(wrong)

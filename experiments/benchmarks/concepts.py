@@ -23,7 +23,7 @@ import numpy as np
 
 from rarejax import knowledge
 from rarejax.cases import PatientSimulator, RenderConfig, read_text_cases, render_note
-from rarejax.evaluate import concepts
+from rarejax.phenotypes import concepts
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "concepts.json"
 CASE_TEXTS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "case-texts" / "dev"

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import sparse
 
 from rarejax import knowledge
-from rarejax.evaluate import phenotype_index
+from rarejax.phenotypes import phenotype_index
 
 KINDS = ("profile", "disease_findings", "disease_inheritance", "disease_onset",
          "disease_definition", "disease_id", "findings_disease", "disease_support",

@@ -138,7 +138,7 @@ def build(split_folder: str | os.PathLike, examples: Iterable[Mapping[str, Any]]
     return folder
   # Imported here: readers of the arrays (cached_batches, the accelerator carry) need neither the
   # rankers nor the model.
-  from rarejax.evaluate import baselines  # pylint: disable=import-outside-toplevel
+  from rarejax.phenotypes import baselines  # pylint: disable=import-outside-toplevel
   from rarejax.sample import first_entry  # pylint: disable=import-outside-toplevel
   piece_of = {name: token for token, name in first_entry.id_pieces(vocabulary).items()}
   columns = np.array([i for i, d in enumerate(index.disease_ids) if d in piece_of], np.int64)

@@ -19,8 +19,8 @@ from rarejax import cases as cases_lib
 from rarejax import knowledge
 from rarejax.data import corpus
 from rarejax.data import format as format_lib
-from rarejax.evaluate import baselines
-from rarejax.evaluate.phenotype_index import PhenotypeIndex
+from rarejax.phenotypes import baselines
+from rarejax.phenotypes.phenotype_index import PhenotypeIndex
 
 MAX_ALTERNATIVES = 3  # alternatives discussed in the reasoning
 REASONING_STYLES = ("full", "brief", "none")

@@ -1,1 +1,1 @@
-"""Grader, metrics, classical phenotype rankers and evaluation reports."""
+"""Evaluation: benchmarks, diagnosis methods, grader, metrics and reports (the rankers: rarejax.phenotypes)."""

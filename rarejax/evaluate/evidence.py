@@ -24,7 +24,7 @@ from typing import Iterable
 
 from rarejax import knowledge
 from rarejax.data import corpus
-from rarejax.evaluate import concepts
+from rarejax.phenotypes import concepts
 
 SUPPORTING = ("annotated", "less_specific", "more_specific")
 CONTRADICTING = ("absent", "not_expected")

@@ -11,7 +11,7 @@ a method returns, so rank > k counts as not found. `MethodOutput.from_grade` con
 
 Classical methods come in two modes that read different phenotypes:
   'oracle'  the case's structured observed/excluded HPO ids (only cases that have them);
-  'text'    HPO concepts recognized in the note (rarejax.evaluate.concepts).
+  'text'    HPO concepts recognized in the note (rarejax.phenotypes.concepts).
 The case-based rankers (kNN, case Resnik) read training cases' structured phenotypes (the curated
 case database such a pipeline would have); the fusions' weights are chosen on a separate tuning
 set, in the same mode: 'fusion' (resnik, likelihood ratio, kNN; baselines.FusionRanker) and
@@ -28,11 +28,11 @@ import numpy as np
 
 from rarejax import knowledge
 from rarejax.cases import Case
-from rarejax.evaluate import baselines
-from rarejax.evaluate import concepts
 from rarejax.evaluate import grader as grader_lib
-from rarejax.evaluate.phenotype_index import PhenotypeIndex
 from rarejax.knowledge import grounding
+from rarejax.phenotypes import baselines
+from rarejax.phenotypes import concepts
+from rarejax.phenotypes.phenotype_index import PhenotypeIndex
 
 MODES = ("oracle", "text")
 CLASSICAL = ("resnik", "likelihood_ratio", "case_knn", "case_resnik", "fusion", "rrf")

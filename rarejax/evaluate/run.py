@@ -41,14 +41,14 @@ from rarejax import release
 from rarejax import startup
 from rarejax.cases import INNER_SEED_OFFSET, Case, pmids, read_jsonl, split_by_publication
 from rarejax.evaluate import benchmarks as benchmarks_lib
-from rarejax.evaluate import concepts
-from rarejax.evaluate import fasthpocr
 from rarejax.evaluate import generation
 from rarejax.evaluate import methods as methods_lib
 from rarejax.evaluate import model_method
-from rarejax.evaluate import recognizers
 from rarejax.evaluate import report as report_lib
 from rarejax.knowledge import grounding
+from rarejax.phenotypes import concepts
+from rarejax.phenotypes import fasthpocr
+from rarejax.phenotypes import recognizers
 
 TRAIN_KINDS = ("phenopackets", "jsonl")
 MODEL = "model"

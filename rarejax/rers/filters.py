@@ -8,7 +8,7 @@
                       ids and the terms the turns list (disease names, finding, onset and
                       inheritance terms: reflection.turn_terms) cut runs, so what counts is
                       copied prose, not naming the facts the model also learned
-  findings_supported  every HPO finding the reasoning mentions (rarejax.evaluate.concepts; names
+  findings_supported  every HPO finding the reasoning mentions (rarejax.phenotypes.concepts; names
                       of the cited diseases are blanked first) is in the note, a less specific
                       form of a note finding, or annotated (present or absent, again allowing
                       less specific forms) for a disease the response cites: an answer entry or
@@ -26,9 +26,9 @@ from typing import Any, Iterable, Sequence
 
 from rarejax import knowledge
 from rarejax.data import format as format_lib
-from rarejax.evaluate import concepts
 from rarejax.evaluate import grader as grader_lib
 from rarejax.knowledge import grounding
+from rarejax.phenotypes import concepts
 from rarejax.rers import reflection
 
 RULES = ("correct", "well_formed", "no_feedback_phrase", "no_hint_copy", "findings_supported")

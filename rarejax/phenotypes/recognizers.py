@@ -1,13 +1,13 @@
 """Either concept recognizer by name: rarejax's own or FastHPOCR with rarejax's negation.
 
-`make_recognizer` lives apart from both recognizers' modules: rarejax.evaluate.fasthpocr builds on
-rarejax.evaluate.concepts (its negation and mention types), so concepts must not import it back.
+`make_recognizer` lives apart from both recognizers' modules: rarejax.phenotypes.fasthpocr builds on
+rarejax.phenotypes.concepts (its negation and mention types), so concepts must not import it back.
 """
 from __future__ import annotations
 
 from rarejax import knowledge
-from rarejax.evaluate import concepts
-from rarejax.evaluate import fasthpocr
+from rarejax.phenotypes import concepts
+from rarejax.phenotypes import fasthpocr
 
 
 def make_recognizer(name: str, kb: knowledge.KnowledgeBase,
@@ -15,7 +15,7 @@ def make_recognizer(name: str, kb: knowledge.KnowledgeBase,
   """The recognizer `name` (one of concepts.RECOGNIZERS) over the knowledge base's ontology.
 
   Args:
-    name: 'rarejax' (rarejax.evaluate.concepts) or 'fasthpocr' (needs the 'fasthpocr' extra).
+    name: 'rarejax' (rarejax.phenotypes.concepts) or 'fasthpocr' (needs the 'fasthpocr' extra).
     kb: the knowledge base whose ontology (and, for FastHPOCR, hp.obo) is indexed.
     related: the rarejax recognizer also matches RELATED synonyms (FastHPOCR always does).
 

@@ -26,9 +26,9 @@ import tempfile
 import warnings
 
 from rarejax import knowledge
-from rarejax.evaluate import concepts
 from rarejax.knowledge import base as knowledge_base
 from rarejax.knowledge import ontology as ontology_lib
+from rarejax.phenotypes import concepts
 
 EXTRA = "fasthpocr"
 INDEX_FILE = "hp.index"  # the name FastHPOCR gives its HPO index

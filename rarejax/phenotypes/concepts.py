@@ -28,7 +28,7 @@ A term mentioned both affirmed and negated counts as observed.
 Negation is its own step (`NegationDetector`), so that another recognizer's mentions get the same
 cues and scopes: `recognizers.make_recognizer` builds either of RECOGNIZERS, this module's
 dictionary ('rarejax') or FastHPOCR's index with this negation ('fasthpocr',
-rarejax.evaluate.fasthpocr).
+rarejax.phenotypes.fasthpocr).
 """
 from __future__ import annotations
 

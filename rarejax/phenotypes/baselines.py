@@ -15,7 +15,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 from scipy import sparse
 
-from rarejax.evaluate.phenotype_index import PhenotypeIndex, Query
+from rarejax.phenotypes.phenotype_index import PhenotypeIndex, Query
 
 UNRANKED = np.float32(-1e30)  # the score of a disease a ranker does not rank
 
