@@ -18,9 +18,9 @@ import sys
 
 import jax
 
+from rarejax import export as export_lib
 from rarejax import knowledge
 from rarejax import release
-from rarejax.evaluate import model_method
 from rarejax.sample import answer_prior
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def report_tables(metrics: dict) -> str:
   return "\n".join(out)
 
 
-def model_card(name: str, model: model_method.LoadedModel, metrics: dict, notes: str) -> str:
+def model_card(name: str, model: export_lib.LoadedModel, metrics: dict, notes: str) -> str:
   config = model.config
   n_params = sum(x.size for x in jax.tree.leaves(model.params))
   stamp = model.metadata.get("knowledge", {})
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
                       "(rarejax.sample.answer_prior; chosen on the inner split), recorded in "
                       "metadata.json; default: the export's (0 when none)")
   args = parser.parse_args(argv)
-  model = model_method.load_model(args.export)
+  model = export_lib.load_model(args.export)
   metrics = json.loads(pathlib.Path(args.report).read_text())
   excluded = knowledge.normalize_pmids(p for f in args.exclude_pmids
                                        for p in knowledge.read_pmid_file(f))

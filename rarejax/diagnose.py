@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 from rarejax import atomic_io
 from rarejax import cases as cases_lib
+from rarejax import export as export_lib
 from rarejax import knowledge
 from rarejax import release
 from rarejax import startup
@@ -152,7 +153,7 @@ class Resources:
   index: knowledge.GroundingIndex
   recognizer: concepts.Recognizer
   finder: evidence.EvidenceFinder
-  model: model_method.LoadedModel
+  model: export_lib.LoadedModel
 
 
 def load_resources(args: argparse.Namespace) -> Resources:
@@ -161,7 +162,7 @@ def load_resources(args: argparse.Namespace) -> Resources:
   index = knowledge.GroundingIndex.from_knowledge(kb)
   return Resources(kb, index, recognizers.make_recognizer(args.recognizer, kb),
                    evidence.EvidenceFinder(kb, index.equivalence),
-                   model_method.load_model(args.checkpoint, args.vocabulary))
+                   export_lib.load_model(args.checkpoint, args.vocabulary))
 
 
 def make_method(args: argparse.Namespace, resources: Resources) -> model_method.ModelMethod:
@@ -325,8 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if hasattr(sys.stdout, "reconfigure"):
     sys.stdout.reconfigure(errors="backslashreplace")  # non-ASCII notes on any console
   try:
-    metadata = model_method.read_metadata(args.checkpoint)
-    model_method.vocabulary_path(args.checkpoint, metadata, args.vocabulary)
+    metadata = export_lib.read_metadata(args.checkpoint)
+    export_lib.vocabulary_path(args.checkpoint, metadata, args.vocabulary)
     model_method.check_prior(args.checkpoint, metadata, args.prior_weight)
     inputs, failures = read_inputs(args)
   except (InputError, FileNotFoundError, ValueError) as err:

@@ -22,10 +22,11 @@ from typing import Any
 import gin
 
 from rarejax import cases
+from rarejax import export as export_lib
 from rarejax import knowledge
 from rarejax.data import builders
 from rarejax.data import stage as data_stage
-from rarejax.evaluate import generation, model_method
+from rarejax.evaluate import generation
 from rarejax.model.config import ModelConfig
 from rarejax.sample import Sampler
 from rarejax.train import stage as train_stage_lib
@@ -131,6 +132,6 @@ def export_metadata(kb: knowledge.KnowledgeBase, data) -> dict[str, Any]:
   the export is evaluated)."""
   return {"knowledge": kb.version.as_dict(with_pmids=True),
           "vocabulary": str(data.vocabulary_path),
-          model_method.PROMPT_INSTRUCTION: data.spec.instruction,
-          model_method.ANSWER_RANKING: ("first_entry" if data.spec.first_entry_ranking
+          export_lib.PROMPT_INSTRUCTION: data.spec.instruction,
+          export_lib.ANSWER_RANKING: ("first_entry" if data.spec.first_entry_ranking
                                         else "generate")}

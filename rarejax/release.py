@@ -17,7 +17,7 @@ A release is what a user diagnoses with when they train nothing: `rarejax diagno
   write_release(export_dir, out_dir, card_text)      # from a training stage's export
   params = load_release_params(out_dir, model_config)  # float32 tree, shapes checked
 
-Loading goes through model_method.load_model, which recognizes a release by its
+Loading goes through rarejax.export.load_model, which recognizes a release by its
 params.safetensors; the weights are cast back to the config's parameter dtype (float32).
 """
 from __future__ import annotations

@@ -29,6 +29,7 @@ import gin
 
 from rarejax import cases
 from rarejax import experiment
+from rarejax import export as export_lib
 from rarejax import knowledge
 from rarejax import pipeline
 from rarejax.data import batches as batches_lib
@@ -228,7 +229,7 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
   index = experiment.grounding_index(kb)
   generation_config = generation.GenerationConfig(max_new_tokens=max_new_tokens)
   methods: list[methods_lib.Method] = [
-      model_method.ModelMethod(model_method.load_model(result["export"]), index,
+      model_method.ModelMethod(export_lib.load_model(result["export"]), index,
                                generation_config, batch_size=batch_size,
                                instruction=data.spec.instruction, name=f"model.{stage}")
       for stage, result in ctx.results.items()

@@ -1,6 +1,6 @@
 """Tokenizers without TensorFlow or seqio: a SentencePiece `.model` or an HF tokenizer.json.
 
-What inference needs of a vocabulary (model_method.load_model: `rarejax diagnose`, `rarejax
+What inference needs of a vocabulary (rarejax.export.load_model: `rarejax diagnose`, `rarejax
 evaluate`, releases), with the ids and text of the seqio vocabularies training used
 (rarejax.data.vocab), so a model reads the tokens it was trained on. Needs `sentencepiece`, and
 `tokenizers` for a tokenizer.json only.

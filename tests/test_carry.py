@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from rarejax import carry, experiment, release, stages
+from rarejax import export as export_lib
 from rarejax.data import cached_batches, soft_targets, token_cache
-from rarejax.evaluate import model_method
 from rarejax.model import transformer
 from rarejax.model.config import preset
 from rarejax.train import loop, optimizer
@@ -158,7 +158,7 @@ def test_train_half_runs_without_tensorflow_and_its_export_loads(tiny_carry, tmp
   assert report["tokens_per_second"] > 0 and report["wall_seconds"] > 0
   files = sorted(p.name for p in (tmp_path / "out").iterdir())
   assert len(files) <= carry.OUT_MAX_FILES and "metrics.jsonl" in files
-  model = model_method.load_model(tmp_path / "out")
+  model = export_lib.load_model(tmp_path / "out")
   assert model.config.vocab_size == prepared.vocabulary().vocab_size
   assert model.metadata["training"]["stopped"] == "completed"
-  assert model.metadata[model_method.ANSWER_RANKING] in ("first_entry", "generate")
+  assert model.metadata[export_lib.ANSWER_RANKING] in ("first_entry", "generate")

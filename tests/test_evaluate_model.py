@@ -9,6 +9,7 @@ import pathlib
 import jax
 import pytest
 
+from rarejax import export as export_lib
 from rarejax import release
 from rarejax.cases import Case, PatientSimulator, render_cases, write_jsonl
 from rarejax.data import format as fmt
@@ -53,7 +54,7 @@ def export(kb, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def method(export):
-  model = model_method.load_model(export)
+  model = export_lib.load_model(export)
   return model_method.ModelMethod(model, INDEX, generation.GenerationConfig(max_new_tokens=12),
                                   batch_size=4, max_cache_length=1024)
 
@@ -150,11 +151,11 @@ def test_a_note_too_long_for_the_cache_is_cut(method):
 
 
 def test_prompts_follow_the_style_the_export_records(method, caplog):
-  assert model_method.PROMPT_INSTRUCTION not in method.model.metadata  # an older export
+  assert export_lib.PROMPT_INSTRUCTION not in method.model.metadata  # an older export
   assert method.instruction == "full" and method.model.prompt_instruction == "full"
   assert method.prompt("Short note.") == (fmt.build_prompt("Short note."), False)
   model = dataclasses.replace(method.model, metadata={**method.model.metadata,
-                                                      model_method.PROMPT_INSTRUCTION: "none"})
+                                                      export_lib.PROMPT_INSTRUCTION: "none"})
   bare = model_method.ModelMethod(model, INDEX, method.generation, max_cache_length=1024)
   assert bare.instruction == "none" and bare.config["prompt_instruction"] == "none"
   assert bare.prompt("Short note.") == (fmt.build_prompt("Short note.", instruction="none"), False)
@@ -169,9 +170,9 @@ def test_prompts_follow_the_style_the_export_records(method, caplog):
 def test_an_unknown_prompt_style_in_metadata_is_refused(tmp_path):
   (tmp_path / "params").mkdir()
   (tmp_path / "metadata.json").write_text(json.dumps(
-      {"model_config": {}, model_method.PROMPT_INSTRUCTION: "terse"}))
+      {"model_config": {}, export_lib.PROMPT_INSTRUCTION: "terse"}))
   with pytest.raises(ValueError, match=r"metadata.json: 'prompt_instruction' must be one of"):
-    model_method.read_metadata(tmp_path)
+    export_lib.read_metadata(tmp_path)
 
 
 def _eval_jsonl(kb, tmp_path):
@@ -245,7 +246,7 @@ def test_knowledge_check_compares_training_and_evaluation_exclusions(kb):
   evaluated = ("PMID:1", "PMID:2")
   listed = dataclasses.replace(kb.version, excluded_pmids=("PMID:1", "PMID:2", "PMID:3"))
   old_style = dataclasses.replace(kb.version, excluded_pmids=evaluated)
-  check = model_method.knowledge_check
+  check = export_lib.knowledge_check
   assert check({"knowledge": listed.as_dict(with_pmids=True)}, evaluated)["status"] == "honest"
   assert check({"knowledge": listed.as_dict(with_pmids=True)}, ["4"])["status"] == "not_honest"
   assert check({"knowledge": old_style.as_dict()}, evaluated)["status"] == "honest"  # same hash
@@ -253,7 +254,7 @@ def test_knowledge_check_compares_training_and_evaluation_exclusions(kb):
   assert check({"knowledge": kb.version.as_dict()}, evaluated)["status"] == "not_honest"
   assert check({}, evaluated)["status"] == "unverified"
   assert check({"knowledge": listed.as_dict()}, evaluated)["status"] == "unverified"  # hash only
-  assert model_method.trained_exclusions({"knowledge": listed.as_dict()}) is None
+  assert export_lib.trained_exclusions({"knowledge": listed.as_dict()}) is None
   # hash only, but the same list as the evaluation knowledge, which holds every evaluated one
   assert check({"knowledge": listed.as_dict()}, evaluated,
                listed.excluded_pmids)["status"] == "honest"

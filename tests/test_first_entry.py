@@ -9,6 +9,7 @@ import pytest
 
 from rarejax.data import format as fmt
 from rarejax.data import vocab as vocab_lib
+from rarejax import export as export_lib
 from rarejax.evaluate import generation, model_method
 from rarejax.knowledge import grounding
 from rarejax.model import config as model_config
@@ -40,12 +41,12 @@ def export(tmp_path_factory):
   checkpoint.export_params(out, params, {"model_config": config.to_dict(),
                                          "vocabulary": str(vocab_path), "knowledge": {},
                                          "prompt_instruction": "none",
-                                         model_method.ANSWER_RANKING: "first_entry"})
+                                         export_lib.ANSWER_RANKING: "first_entry"})
   return out
 
 
 def test_id_pieces_and_prefix(export):
-  model = model_method.load_model(export)
+  model = export_lib.load_model(export)
   pieces = first_entry.id_pieces(model.vocabulary)
   assert sorted(pieces.values()) == sorted(IDS)
   response = fmt.format_response("", [("", "OMIM:154700")])
@@ -57,7 +58,7 @@ def test_id_pieces_and_prefix(export):
 
 
 def test_left_padded_rows_give_the_unpadded_logits(export):
-  model = model_method.load_model(export)
+  model = export_lib.load_model(export)
   ranker = first_entry.FirstEntryRanker(model.config, model.vocabulary, RESPONSE, batch_size=2,
                                         length_step=16)
   prefix = ranker.answer_prefix
@@ -76,7 +77,7 @@ def test_left_padded_rows_give_the_unpadded_logits(export):
 
 
 def test_model_method_reads_first_entry_from_metadata(export):
-  model = model_method.load_model(export)
+  model = export_lib.load_model(export)
   assert model.answer_ranking == "first_entry"
   method = model_method.ModelMethod(model, INDEX, batch_size=2, top_k=3)
   diagnoses = method.diagnose(["A tall boy with long fingers.", "Seizures since infancy."])
@@ -90,10 +91,10 @@ def test_model_method_reads_first_entry_from_metadata(export):
 
 
 def test_unknown_ranking_in_metadata_is_an_error(export, tmp_path):
-  model = model_method.load_model(export)
-  bad = model_method.LoadedModel(model.export_dir, model.config, model.params, model.vocabulary,
+  model = export_lib.load_model(export)
+  bad = export_lib.LoadedModel(model.export_dir, model.config, model.params, model.vocabulary,
                                  model.vocabulary_path,
-                                 {**model.metadata, model_method.ANSWER_RANKING: "beam"})
+                                 {**model.metadata, export_lib.ANSWER_RANKING: "beam"})
   with pytest.raises(ValueError, match="answer_ranking"):
     model_method.ModelMethod(bad, INDEX)
 
@@ -107,7 +108,7 @@ def test_vocabulary_without_id_pieces_is_refused(tmp_path):
 
 
 def test_prior_weight_ranks_by_the_adjusted_log_probs(export, tmp_path):
-  model = model_method.load_model(export)
+  model = export_lib.load_model(export)
   prior = {"OMIM:154700": 0.7, "OMIM:609192": 0.2, "OMIM:236200": 0.1}  # OMIM:999999: the floor
   prompts = [generation.prompt_ids(model.vocabulary, TEXTS[0])]
   plain = first_entry.FirstEntryRanker(model.config, model.vocabulary, RESPONSE, batch_size=1)
@@ -127,9 +128,9 @@ def test_prior_weight_ranks_by_the_adjusted_log_probs(export, tmp_path):
 
 
 def test_model_method_prior_weight_from_metadata_and_missing_prior(export, tmp_path):
-  model = model_method.load_model(export)
+  model = export_lib.load_model(export)
   assert model_method.ModelMethod(model, INDEX, batch_size=2).prior_weight == 0.0
-  weighted = model_method.LoadedModel(
+  weighted = export_lib.LoadedModel(
       tmp_path, model.config, model.params, model.vocabulary, model.vocabulary_path,
       {**model.metadata, answer_prior.PRIOR_WEIGHT: 0.5})
   with pytest.raises(ValueError, match="python -m rarejax.sample.answer_prior"):

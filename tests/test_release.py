@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rarejax import diagnose, release
+from rarejax import export as export_lib
 from rarejax.evaluate import model_method
 
 import test_first_entry  # pylint: disable=g-bad-import-order  (the tiny id-piece export)
@@ -18,7 +19,7 @@ export = test_first_entry.export  # the module-scoped fixture
 
 @pytest.fixture(scope="module")
 def released(export, tmp_path_factory):
-  model = model_method.load_model(export)
+  model = export_lib.load_model(export)
   out = tmp_path_factory.mktemp("releases") / "tiny"
   return release.write_release(export, out, "# Tiny\nA test model.\n", model.params,
                                model.metadata, {"card_summary": "tiny"})
@@ -29,7 +30,7 @@ def test_release_round_trips_in_bf16_and_ranks_like_the_export(export, released)
       release.CARD_FILE, "metadata.json", release.PARAMS_FILE, release.TOKENIZER_FILE]
   meta = json.loads((released / "metadata.json").read_text())
   assert meta["vocabulary"] == release.TOKENIZER_FILE and meta["card_summary"] == "tiny"
-  original, loaded = model_method.load_model(export), model_method.load_model(released)
+  original, loaded = export_lib.load_model(export), export_lib.load_model(released)
   assert loaded.answer_ranking == "first_entry"
   for a, b in zip(jax.tree.leaves(original.params), jax.tree.leaves(loaded.params)):
     assert b.dtype == np.float32
@@ -48,8 +49,8 @@ def test_a_release_with_wrong_shapes_or_too_big_is_refused(export, released, tmp
   meta["model_config"]["d_model"] *= 2
   (bad / "metadata.json").write_text(json.dumps(meta))
   with pytest.raises(ValueError, match="shape|does not match"):
-    model_method.load_model(bad)
-  model = model_method.load_model(export)
+    export_lib.load_model(bad)
+  model = export_lib.load_model(export)
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(release, "MAX_BYTES", 1000)
     with pytest.raises(ValueError, match="MiB"):
@@ -93,11 +94,11 @@ def test_a_release_carries_the_exports_answer_prior(export, tmp_path):
   shutil.copytree(export, copy)
   prior = {i: 0.25 for i in test_first_entry.IDS}
   answer_prior.write(copy, prior, {"provider": "test"})
-  model = model_method.load_model(copy)
+  model = export_lib.load_model(copy)
   out = release.write_release(copy, tmp_path / "rel", "", model.params, model.metadata,
                               {answer_prior.PRIOR_WEIGHT: 0.5})
   assert answer_prior.read(out) == prior
-  method = model_method.ModelMethod(model_method.load_model(out), test_first_entry.INDEX)
+  method = model_method.ModelMethod(export_lib.load_model(out), test_first_entry.INDEX)
   assert method.prior_weight == 0.5
 
 

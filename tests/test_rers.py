@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from rarejax import cases
+from rarejax import export as export_lib
 from rarejax import knowledge
 from rarejax.data import format as format_lib
 from rarejax.data import trajectory as trajectory_lib
 from rarejax.evaluate import generation
 from rarejax.evaluate import grader
-from rarejax.evaluate import model_method
 from rarejax.model import config as model_config
 from rarejax.model import transformer
 from rarejax.rers import filters
@@ -444,5 +444,5 @@ def test_rers_stage_feeds_trajectory_sft_in_the_tiny_pipeline(tmp_path, monkeypa
   trajectories = trajectory_lib.read_trajectories(result["trajectories"])
   assert all(t.prompt.startswith("Clinical note:\n") for t in trajectories)
   for stage in ("cpt", "sft"):  # what `rarejax evaluate` / `diagnose` read back
-    metadata = model_method.read_metadata(tmp_path / stage / "export")
-    assert metadata[model_method.PROMPT_INSTRUCTION] == "none"
+    metadata = export_lib.read_metadata(tmp_path / stage / "export")
+    assert metadata[export_lib.PROMPT_INSTRUCTION] == "none"

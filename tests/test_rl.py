@@ -15,6 +15,7 @@ import pytest
 
 import gin
 
+from rarejax import export as export_lib
 from rarejax import main as main_lib
 from rarejax.evaluate import grader as grader_lib
 from rarejax.knowledge import grounding
@@ -386,7 +387,7 @@ def test_rl_stage_runs_two_steps_and_writes_an_export_and_metrics(tmp_path):
   assert result["eval"] == {"top1": 0.5} and set(result["curriculum"]) == {"differential",
                                                                           "final"}
   config = preset("tiny_llama")
-  params = train_stage_lib.load_exported_params(tmp_path / "export", config)
+  params = export_lib.load_params(tmp_path / "export", config)
   assert transformer.count_params(params) == transformer.count_params(
       transformer.abstract_params(config))
   rows = writers.read_metrics(tmp_path)

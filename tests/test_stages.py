@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rarejax import cases, experiment, pipeline, stages
+from rarejax import export as export_lib
 from rarejax.model import transformer
 from rarejax.model.config import ModelConfig
 from rarejax.train import stage as train_stage_lib
@@ -79,7 +80,7 @@ def test_import_hf_stage_exports_params_the_training_stages_can_load(tmp_path):
   export = pathlib.Path(result["export"])
   model_config = train_stage_lib.resolve_model_config(
       ModelConfig(**result["model_config"]), 64)
-  params = train_stage_lib.load_exported_params(export, model_config)
+  params = export_lib.load_params(export, model_config)
   assert transformer.count_params(params) == sum(p.numel() for p in
                                                  transformers.LlamaForCausalLM(config).parameters())
   embed = next(v for k, v in jax.tree_util.tree_leaves_with_path(params) if "embed" in str(k))

@@ -11,6 +11,7 @@ import pytest
 import tokenizers
 
 from rarejax import carry
+from rarejax import export as export_lib
 from rarejax import tokenizer as tokenizer_lib
 from rarejax.data import format as fmt
 from rarejax.data import vocab as vocab_lib
@@ -111,9 +112,10 @@ DIAGNOSE_WITHOUT_TF = "\n".join([
     "import sys",
     *(f"sys.modules[{m!r}] = None" for m in (*carry.NO_TF_MODULES, "tokenizers")),
     "import json",
+    "from rarejax import export as export_lib",
     "from rarejax.evaluate import generation, model_method",
     "from rarejax.knowledge import grounding",
-    "model = model_method.load_model(sys.argv[1])",
+    "model = export_lib.load_model(sys.argv[1])",
     "index = grounding.GroundingIndex(json.loads(sys.argv[2]))",
     "ranked = model_method.ModelMethod(model, index, top_k=3).diagnose([sys.argv[3]])[0]",
     "budget = generation.GenerationConfig(max_new_tokens=4)",
@@ -137,5 +139,5 @@ def test_export_loads_and_diagnoses_without_tensorflow_or_seqio(export):
   assert len(found["ranked"]) == 3 and set(found["ranked"]) <= set(IDS)
   text, tokens = found["response"]
   vocabulary = vocab_lib.load_vocabulary(
-      model_method.vocabulary_path(export, model_method.read_metadata(export)))
+      export_lib.vocabulary_path(export, export_lib.read_metadata(export)))
   assert 0 < len(tokens) <= 4 and vocabulary.decode(tokens) == text

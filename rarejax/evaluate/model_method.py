@@ -1,6 +1,6 @@
 """The reasoning model as a diagnosis method: an exported checkpoint reads each note and answers.
 
-  model = load_model("runs/quickstart/sft/export")           # params + vocabulary from metadata
+  model = export.load_model("runs/quickstart/sft/export")    # rarejax.export: the one loader
   method = ModelMethod(model, GroundingIndex.from_knowledge(kb))
   outputs = method.rank(cases)       # MethodOutputs, judged like any ranker's (methods.py)
   diagnoses = method.diagnose([note])   # the same without gold: candidates, reasoning, response
@@ -23,183 +23,26 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
 import logging
 import math
 import pathlib
 from typing import Any, Mapping, Sequence
 
+from rarejax import export as export_lib
 from rarejax import knowledge
 from rarejax import release
-from rarejax import tokenizer as tokenizer_lib
 from rarejax.cases import Case
 from rarejax.data import format as format_lib
 from rarejax.evaluate import generation
 from rarejax.evaluate import grader as grader_lib
 from rarejax.evaluate import methods as methods_lib
-from rarejax.model.config import ModelConfig
 from rarejax.sample import Sampler
 from rarejax.sample import answer_prior
 from rarejax.sample import first_entry
-from rarejax.train import stage as train_stage_lib
 
 DEFAULT_GENERATION = generation.GenerationConfig(max_new_tokens=768)
 CACHE_STEP = 256  # cache lengths are rounded up to a multiple of this (few compiled shapes)
 CONFIDENCE = "probability of the first answer line (top-1 calibration)"
-PROMPT_INSTRUCTION = "prompt_instruction"  # metadata.json key: the prompt style trained with
-# metadata.json key: how the model's differential is read ('generate': decode the answer list;
-# 'first_entry': the top k of the first answer entry's distribution over disease-id pieces,
-# for models that answer first with id pieces; rarejax.sample.first_entry)
-ANSWER_RANKING = "answer_ranking"
-RANKINGS = ("generate", "first_entry")
-EXPORT_HINT = ("--checkpoint takes the export folder of a training stage, e.g. WORKDIR/sft/export, "
-               "holding metadata.json and params/, or a release folder (releases/NAME)")
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedModel:
-  """An exported checkpoint ready to sample from."""
-  export_dir: pathlib.Path
-  config: ModelConfig
-  params: Any
-  vocabulary: tokenizer_lib.Tokenizer
-  vocabulary_path: pathlib.Path
-  metadata: Mapping[str, Any]
-
-  @property
-  def prompt_instruction(self) -> str:
-    """The prompt style the model was trained with (`prompt_instruction`)."""
-    return prompt_instruction(self.metadata, self.export_dir / "metadata.json")
-
-  @property
-  def answer_ranking(self) -> str:
-    """How the model's differential is read (ANSWER_RANKING; 'generate' when not recorded)."""
-    ranking = self.metadata.get(ANSWER_RANKING, "generate")
-    if ranking not in RANKINGS:
-      raise ValueError(f"{self.export_dir / 'metadata.json'}: {ANSWER_RANKING!r} must be one of "
-                       f"{RANKINGS}, got {ranking!r}")
-    return ranking
-
-
-def prompt_instruction(metadata: Mapping[str, Any], where: str | pathlib.Path = "metadata") -> str:
-  """The prompt style an export's metadata records (format.INSTRUCTION_STYLES); 'full' when it
-  records none (exports written before the style was recorded)."""
-  return format_lib.check_instruction(metadata.get(PROMPT_INSTRUCTION, "full"),
-                                      f"{where}: {PROMPT_INSTRUCTION!r}")
-
-
-def read_metadata(export_dir: str | pathlib.Path) -> dict[str, Any]:
-  """The export's metadata.json (cheap: checks the folder before anything heavy is loaded).
-
-  Raises:
-    FileNotFoundError: no such folder, or it is not a params export.
-    ValueError: metadata.json is unreadable, has no model_config or an unknown prompt style.
-  """
-  path = pathlib.Path(export_dir)
-  if not path.is_dir():
-    raise FileNotFoundError(f"checkpoint not found: {path} ({EXPORT_HINT})")
-  meta_path = path / "metadata.json"
-  if not meta_path.is_file() or not ((path / "params").is_dir() or release.is_release(path)):
-    raise FileNotFoundError(f"{path} is not a params export or release: metadata.json, or "
-                            f"params/ (params.safetensors), is missing ({EXPORT_HINT})")
-  try:
-    metadata = json.loads(meta_path.read_text("utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as err:
-    raise ValueError(f"{meta_path} is not valid JSON ({err}); re-export the checkpoint") from None
-  if not isinstance(metadata, dict) or not isinstance(metadata.get("model_config"), dict):
-    raise ValueError(f"{meta_path} has no 'model_config' object; re-export the checkpoint")
-  prompt_instruction(metadata, meta_path)
-  return metadata
-
-
-def vocabulary_path(export_dir: str | pathlib.Path, metadata: Mapping[str, Any],
-                    override: str | pathlib.Path | None = None) -> pathlib.Path:
-  """The vocabulary the model was trained with: `override`, else the one metadata names."""
-  raw = override or metadata.get("vocabulary")
-  if not raw:
-    raise ValueError(f"{export_dir}/metadata.json names no vocabulary: pass --vocabulary (the "
-                     "SentencePiece .model or tokenizer.json the model was trained with)")
-  path = pathlib.Path(raw)
-  if not override and not path.is_absolute():  # a release names its own tokenizer.model
-    path = pathlib.Path(export_dir) / path
-  if not path.exists():
-    named = "given" if override else f"named by {export_dir}/metadata.json"
-    raise FileNotFoundError(f"vocabulary not found: {path} ({named}); pass --vocabulary PATH")
-  return path
-
-
-def load_model(export_dir: str | pathlib.Path,
-               vocabulary: str | pathlib.Path | None = None) -> LoadedModel:
-  """Params, config and vocabulary of an export (rarejax.train.checkpoint.export_params) or of a
-  release (rarejax.release); the vocabulary as a rarejax.tokenizer Tokenizer (no TensorFlow)."""
-  export_dir = pathlib.Path(export_dir)
-  metadata = read_metadata(export_dir)
-  vocab_path = vocabulary_path(export_dir, metadata, vocabulary)
-  vocab = tokenizer_lib.load_tokenizer(vocab_path)
-  config = ModelConfig(**metadata["model_config"])
-  if vocab.vocab_size > config.vocab_size:
-    raise ValueError(f"vocabulary {vocab_path} has {vocab.vocab_size} pieces but the model in "
-                     f"{export_dir} embeds only {config.vocab_size}: wrong --vocabulary?")
-  params = (release.load_release_params(export_dir, config) if release.is_release(export_dir)
-            else train_stage_lib.load_exported_params(export_dir, config))
-  return LoadedModel(export_dir, config, params, vocab, vocab_path, metadata)
-
-
-def trained_exclusions(metadata: Mapping[str, Any]) -> tuple[str, ...] | None:
-  """The PubMed ids the export's training knowledge excluded ('knowledge'.'excluded_pmids', which
-  exports record since experiment.export_metadata writes the list); None when the export records only
-  their count and hash (older exports) or no knowledge stamp."""
-  stamp = metadata.get("knowledge") or {}
-  if "excluded_pmids" in stamp:
-    return knowledge.normalize_pmids(stamp["excluded_pmids"])
-  return () if stamp.get("n_excluded_pmids") == 0 else None
-
-
-def knowledge_check(metadata: Mapping[str, Any], evaluated_pmids: Sequence[str],
-                    evaluation_exclusions: Sequence[str] = ()) -> dict[str, str]:
-  """Whether the checkpoint was trained with every evaluated publication excluded.
-
-  With the exclusion list recorded: 'honest' when it holds every evaluated publication, else
-  'not_honest'. Older exports record count and hash only: nothing evaluated from publications,
-  the hash of the evaluated publications, or the hash of `evaluation_exclusions` (the evaluation
-  knowledge's list, which holds every evaluated publication: e.g. the evaluated ones plus an
-  --exclude_pmids file the model was trained without) → 'honest'; fewer publications excluded
-  than evaluated → 'not_honest'; else 'unverified' (e.g. a --limit run evaluates part of what
-  training excluded).
-  """
-  evaluated = knowledge.normalize_pmids(evaluated_pmids)
-  if not evaluated:
-    return {"status": "honest", "detail": "no evaluated publication to exclude"}
-  listed = trained_exclusions(metadata)
-  if listed is not None:
-    missing = sorted(set(evaluated) - set(listed))
-    if not missing:
-      return {"status": "honest", "detail": f"trained with all {len(evaluated)} evaluated "
-                                            f"publications excluded ({len(listed)} in all)"}
-    return {"status": "not_honest", "detail": f"its training knowledge read {len(missing)} of the "
-                                              f"{len(evaluated)} evaluated publications "
-                                              f"(e.g. {', '.join(missing[:3])})"}
-  trained = metadata.get("knowledge") or {}
-  if "excluded_pmids_sha256" not in trained:
-    return {"status": "unverified", "detail": "the export records no knowledge stamp"}
-  n_trained = trained["n_excluded_pmids"]
-  if trained["excluded_pmids_sha256"] == knowledge.pmids_digest(evaluated):
-    return {"status": "honest", "detail": f"trained with the same {len(evaluated)} publications "
-                                          "excluded"}
-  exclusions = knowledge.normalize_pmids(evaluation_exclusions)
-  if (set(evaluated) <= set(exclusions)
-      and trained["excluded_pmids_sha256"] == knowledge.pmids_digest(exclusions)):
-    return {"status": "honest", "detail": f"trained with the {len(exclusions)} publications the "
-                                          f"evaluation knowledge excludes, all {len(evaluated)} "
-                                          "evaluated ones among them"}
-  if n_trained < len(evaluated):
-    return {"status": "not_honest", "detail": f"trained with {n_trained} publications excluded "
-                                              f"from its knowledge, {len(evaluated)} are evaluated"}
-  return {"status": "unverified", "detail": f"trained with a different exclusion list "
-                                            f"({n_trained} publications; {len(evaluated)} "
-                                            "evaluated) that the export records by hash only"}
-
-
 def _token_range(vocabulary: generation.Tokenizer, tokens: Sequence[int], start: int,
                  end: int) -> tuple[int, int]:
   """Tokens [first, last) whose text overlaps characters [start, end) of decode(tokens).
@@ -261,9 +104,9 @@ class ModelMethod:
     max_cache_length: cache slots per row at most (prompt + response); longer notes are cut.
     grader_config: how entries' alternatives count (GraderConfig.match_alternatives).
     instruction: the prompts' style (format.INSTRUCTION_STYLES); None: the one the export
-      records (LoadedModel.prompt_instruction).
-    ranking: 'generate' or 'first_entry' (RANKINGS); None: the one the export records
-      (LoadedModel.answer_ranking).
+      records (rarejax.export.LoadedModel.prompt_instruction).
+    ranking: 'generate' or 'first_entry' (rarejax.export.RANKINGS); None: the one the export
+      records (rarejax.export.LoadedModel.answer_ranking).
     prior_weight: first-entry ranking only: w of log p(d) - w * log prior(d), the training
       answers' prior divided out (rarejax.sample.answer_prior); None: the weight the export's
       metadata.json records (answer_prior.PRIOR_WEIGHT), 0 when it records none.
@@ -271,7 +114,7 @@ class ModelMethod:
     notes: extra entries for `config` (e.g. the knowledge check).
   """
 
-  def __init__(self, model: LoadedModel, index: knowledge.GroundingIndex,
+  def __init__(self, model: export_lib.LoadedModel, index: knowledge.GroundingIndex,
                generation_config: generation.GenerationConfig = DEFAULT_GENERATION, *,
                top_k: int = 10, batch_size: int = 16, max_cache_length: int = 4096,
                grader_config: grader_lib.GraderConfig = grader_lib.GraderConfig(),
@@ -297,8 +140,8 @@ class ModelMethod:
                        f"the response alone needs {self.after_prompt} slots")
     self._samplers: dict[int, Sampler] = {}
     self.ranking = ranking or model.answer_ranking
-    if self.ranking not in RANKINGS:
-      raise ValueError(f"ranking must be one of {RANKINGS}, got {self.ranking!r}")
+    if self.ranking not in export_lib.RANKINGS:
+      raise ValueError(f"ranking must be one of {export_lib.RANKINGS}, got {self.ranking!r}")
     self._first_entry = None
     self.prior_weight = float(model.metadata.get(answer_prior.PRIOR_WEIGHT, 0.0)
                               if prior_weight is None else prior_weight)
@@ -400,14 +243,14 @@ class ModelMethod:
     return [self.output(case, d) for case, d in zip(cases, self.diagnose([c.note for c in cases]))]
 
 
-def _instruction(model: LoadedModel, instruction: str | None) -> str:
+def _instruction(model: export_lib.LoadedModel, instruction: str | None) -> str:
   """The prompt style to use: `instruction` (warned when the export records another), else the
   export's."""
   trained = model.prompt_instruction
   if instruction is None:
     return trained
   format_lib.check_instruction(instruction)
-  if PROMPT_INSTRUCTION in model.metadata and instruction != trained:
+  if export_lib.PROMPT_INSTRUCTION in model.metadata and instruction != trained:
     logging.warning("%s was trained on %r prompts but is asked with %r prompts", model.export_dir,
                     trained, instruction)
   return instruction
@@ -446,8 +289,9 @@ def check_prior(export_dir: str | pathlib.Path, metadata: Mapping[str, Any],
         f"prior weight {max(weights):g} needs {export_dir / answer_prior.FILE}, the training "
         "answers' prior: write it with `python -m rarejax.sample.answer_prior --workdir "
         "WORKDIR` (the export's pipeline workdir), or pass --prior_weight 0")
-  if any(weights) and metadata.get(ANSWER_RANKING) != "first_entry":
-    raise ValueError(f"{export_dir} ranks by {metadata.get(ANSWER_RANKING, 'generate')!r}: a "
+  if any(weights) and metadata.get(export_lib.ANSWER_RANKING) != "first_entry":
+    ranking = metadata.get(export_lib.ANSWER_RANKING, "generate")
+    raise ValueError(f"{export_dir} ranks by {ranking!r}: a "
                      "prior weight applies to first-entry ranking only; pass --prior_weight 0")
 
 

@@ -21,7 +21,7 @@ The protocol (DESIGN.md, "Honest evaluation"), all in one command:
   5. the unseen-disease slice is the cases whose gold disease has no training case;
   6. the model (`--checkpoint`) reads the same notes; its answers are grounded with the full
      knowledge's names. An export whose training knowledge did not exclude every evaluated
-     publication (model_method.knowledge_check) is refused before anything is written, unless
+     publication (export_lib.knowledge_check) is refused before anything is written, unless
      `--allow_dishonest` (the report then marks it) — train it under the same protocol.
 `evaluate` is the library entry point for any `methods.Method` (a model method included).
 """
@@ -36,6 +36,7 @@ from typing import Collection, Sequence
 import numpy as np
 import tqdm
 
+from rarejax import export as export_lib
 from rarejax import knowledge
 from rarejax import release
 from rarejax import startup
@@ -225,7 +226,7 @@ def model_exclusions(metadata: dict | None) -> tuple[str, ...]:
   them by count and hash only cannot be matched: a warning says so."""
   if metadata is None:
     return ()
-  listed = model_method.trained_exclusions(metadata)
+  listed = export_lib.trained_exclusions(metadata)
   if listed is None:
     print("warning: the export records its knowledge exclusions by count and hash only (an older "
           "export): the classical rankers cannot be given the same knowledge", file=sys.stderr)
@@ -323,8 +324,8 @@ def _validate_model(args, parser: argparse.ArgumentParser, names: Sequence[str])
   if not 0 <= args.think_tokens < args.max_new_tokens or args.model_batch_size < 1:
     parser.error("need 0 <= --think_tokens < --max_new_tokens and --model_batch_size >= 1")
   try:
-    metadata = model_method.read_metadata(args.checkpoint)
-    model_method.vocabulary_path(args.checkpoint, metadata, args.vocabulary)
+    metadata = export_lib.read_metadata(args.checkpoint)
+    export_lib.vocabulary_path(args.checkpoint, metadata, args.vocabulary)
     model_method.check_prior(args.checkpoint, metadata, args.prior_weight)
   except (FileNotFoundError, ValueError) as err:
     parser.error(str(err))
@@ -336,7 +337,7 @@ def honest_check(args, metadata: dict, inputs: _Inputs) -> dict[str, str]:
   Raises:
     ValueError: the export is not honest for these cases and --allow_dishonest is not given.
   """
-  check = model_method.knowledge_check(metadata, inputs.evaluated_pmids,
+  check = export_lib.knowledge_check(metadata, inputs.evaluated_pmids,
                                        inputs.kb_eval.version.excluded_pmids)
   if check["status"] == "honest":
     return check
@@ -355,7 +356,7 @@ def build_model_methods(args, inputs: _Inputs, check: dict[str, str]
                         ) -> list[model_method.ModelMethod]:
   """The model as a method, grounding with the full knowledge; `check` from honest_check. One
   method per --prior_weight when several are given ('model.text.w0.5', ...)."""
-  model = model_method.load_model(args.checkpoint, args.vocabulary)
+  model = export_lib.load_model(args.checkpoint, args.vocabulary)
   config = generation.GenerationConfig(max_new_tokens=args.max_new_tokens, seed=args.seed,
                                        think_tokens=args.think_tokens)
   index = grounding.GroundingIndex.from_knowledge(inputs.kb_full)
@@ -373,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   startup.configure(args.verbose)
   specs, names, modes = _validate(args, parser)
   try:
-    metadata = model_method.read_metadata(args.checkpoint) if MODEL in names else None
+    metadata = export_lib.read_metadata(args.checkpoint) if MODEL in names else None
     inputs = _load_inputs(args, specs, need_tuning=bool(set(names) & set(methods_lib.FUSIONS)),
                           metadata=metadata)
     check = honest_check(args, metadata, inputs) if metadata is not None else None

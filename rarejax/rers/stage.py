@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import pathlib
 import time
 
@@ -33,16 +32,15 @@ import numpy as np
 from rarejax import atomic_io
 from rarejax import cases as cases_lib
 from rarejax import experiment
+from rarejax import export as export_lib
 from rarejax import knowledge
 from rarejax import pipeline
 from rarejax.data import builders
 from rarejax.data import trajectory as trajectory_lib
-from rarejax.model.config import ModelConfig
 from rarejax.rers import filters as filters_lib
 from rarejax.rers import report as report_lib
 from rarejax.rers import synthesize
 from rarejax.sample import Sampler
-from rarejax.train import stage as train_stage_lib
 
 gin.external_configurable(synthesize.SynthesisConfig, module="rarejax.rers")
 gin.external_configurable(filters_lib.FilterConfig, module="rarejax.rers")
@@ -68,16 +66,14 @@ def _subset(builder, n: int | None, seed: int) -> list[cases_lib.Case]:
 
 def load_teacher(export: pathlib.Path, vocabulary, cache_length: int,
                  max_batch_size: int) -> synthesize.Teacher:
-  """The export's params with a sampler for its model config."""
-  metadata = export / "metadata.json"
-  if not metadata.is_file():
-    raise FileNotFoundError(f"teacher export {export} has no metadata.json; point "
-                            "rers_stage.teacher_export at a params export (<stage>/export)")
-  model_config = ModelConfig(**json.loads(metadata.read_text())["model_config"])
-  params = train_stage_lib.load_exported_params(export, model_config)
-  sampler = Sampler(model_config, cache_length=cache_length, max_batch_size=max_batch_size,
+  """The export's (or a release's) params with a sampler for its model config."""
+  try:
+    weights = export_lib.load_weights(export)
+  except FileNotFoundError as err:
+    raise FileNotFoundError(f"RERS teacher: {err}; rers_stage.teacher_export names one") from None
+  sampler = Sampler(weights.config, cache_length=cache_length, max_batch_size=max_batch_size,
                     pad_id=vocabulary.pad_id)
-  return synthesize.Teacher(sampler=sampler, params=params, vocabulary=vocabulary,
+  return synthesize.Teacher(sampler=sampler, params=weights.params, vocabulary=vocabulary,
                             name=str(export))
 
 

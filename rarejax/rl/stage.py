@@ -31,7 +31,6 @@ and at each measurement curriculum/<task>/pass_rate and curriculum/<task>/tier<k
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import pathlib
@@ -46,6 +45,7 @@ import seqio
 import tqdm
 
 from rarejax import experiment
+from rarejax import export as export_lib
 from rarejax import knowledge
 from rarejax import pipeline
 from rarejax.data import batches as batches_lib
@@ -424,17 +424,16 @@ def rl_stage(ctx: pipeline.StageContext, *, config: RLConfig | None = None,
                      "import_hf); none of the stages before it wrote one.")
   kb, data, names = experiment.experiment_data(ctx.workdir)
   vocabulary = data.vocabulary()
-  model_config = ModelConfig(**json.loads((export / "metadata.json").read_text())["model_config"])
+  weights = export_lib.load_weights(export)
   cases = load_cases(names, vocabulary, settings.curriculum.task_order, settings.rl.pool_size,
                      settings.rl.seed)
   reward_fn = rewards_lib.GraderRewards(knowledge.GroundingIndex.from_knowledge(kb),
                                         reward_config or rewards_lib.RewardConfig(),
                                         settings.rollout.max_new_tokens)
-  return run_rl(workdir=ctx.folder, model_config=model_config,
-                init_params=train_stage_lib.load_exported_params(export, model_config),
+  return run_rl(workdir=ctx.folder, model_config=weights.config, init_params=weights.params,
                 cases=cases, tokenizer=vocabulary, reward_fn=reward_fn,
                 pad_id=vocabulary.pad_id, settings=settings,
-                eval_fn=experiment.make_eval_fn(data, vocabulary, model_config=model_config),
+                eval_fn=experiment.make_eval_fn(data, vocabulary, model_config=weights.config),
                 metadata=experiment.export_metadata(kb, data))
 
 

@@ -17,10 +17,8 @@ from typing import Any
 import gin
 import jax
 
-from rarejax.model import transformer
+from rarejax import export
 from rarejax.model.config import ModelConfig
-from rarejax.parallel import mesh as mesh_lib
-from rarejax.parallel import rules as rules_lib
 from rarejax.train import checkpoint, loop, optimizer
 
 EvalFn = Callable[[Any, int], Mapping[str, float]]
@@ -35,17 +33,6 @@ def resolve_model_config(model_config: ModelConfig, vocab_size: int) -> ModelCon
   if model_config.vocab_size < vocab_size:
     return dataclasses.replace(model_config, vocab_size=vocab_size)
   return model_config
-
-
-def load_exported_params(export: pathlib.Path, model_config: ModelConfig) -> Any:
-  """Params of an earlier stage's export, placed on a one-axis-per-device data mesh."""
-  mesh = mesh_lib.make_mesh(-1, 1, 1)
-  abstract = transformer.abstract_params(model_config)
-  shardings = rules_lib.logical_to_shardings(transformer.param_logical_axes(model_config),
-                                             abstract, mesh, rules_lib.TRAIN_RULES)
-  params, _ = checkpoint.load_params(export, checkpoint.abstract_with_shardings(abstract,
-                                                                                shardings))
-  return params
 
 
 def task_rates(tasks: Sequence[str] | Mapping[str, float]) -> dict[str, float]:
@@ -111,7 +98,7 @@ def train_stage(*, batches_for: Callable[[Mapping[str, float], int, int, int],
   """
   settings = stage_settings(vocab_size)
   model_config, loop_config = settings.model_config, settings.loop_config
-  init_params = load_exported_params(init_export, model_config) if init_export else None
+  init_params = export.load_params(init_export, model_config) if init_export else None
   result = loop.train(
       model_config=model_config, optimizer_config=settings.optimizer_config,
       loop_config=loop_config,
@@ -121,10 +108,10 @@ def train_stage(*, batches_for: Callable[[Mapping[str, float], int, int, int],
   if result.stopped != "completed":
     raise StagePreempted(f"stage in {workdir} stopped at step {result.step} ({result.stopped}); "
                          "its checkpoint is saved: run the same command again to resume.")
-  export = workdir / "export"
-  checkpoint.export_params(export, jax.device_get(result.state.params),
+  export_dir = workdir / "export"
+  checkpoint.export_params(export_dir, jax.device_get(result.state.params),
                            {"model_config": model_config.to_dict(), **(metadata or {})})
-  return {"export": str(export), "steps": result.step, "stopped": result.stopped,
+  return {"export": str(export_dir), "steps": result.step, "stopped": result.stopped,
           "train": result.last_metrics, "eval": result.eval_metrics,
           "model_config": model_config.to_dict(),
           "summary": f"loss {result.last_metrics.get('loss', float('nan')):.3f}"
