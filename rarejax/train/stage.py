@@ -17,7 +17,6 @@ from typing import Any
 import gin
 import jax
 
-from rarejax import export
 from rarejax.model.config import ModelConfig
 from rarejax.train import checkpoint, loop, optimizer
 
@@ -98,7 +97,12 @@ def train_stage(*, batches_for: Callable[[Mapping[str, float], int, int, int],
   """
   settings = stage_settings(vocab_size)
   model_config, loop_config = settings.model_config, settings.loop_config
-  init_params = export.load_params(init_export, model_config) if init_export else None
+  init_params = None
+  if init_export:
+    # Here, not at module level: rarejax.export reads prompt formats and knowledge stamps (the
+    # ontology's libraries), which the accelerator image that rarejax.carry trains on lacks.
+    from rarejax import export  # pylint: disable=g-import-not-at-top
+    init_params = export.load_params(init_export, model_config)
   result = loop.train(
       model_config=model_config, optimizer_config=settings.optimizer_config,
       loop_config=loop_config,
