@@ -55,6 +55,39 @@ def parse_config(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
     raise ConfigError(f"gin config error (nothing was run): {err}") from None
 
 
+def _macro_refs(value) -> set[str]:
+  """Names of the macros a bound value refers to (%NAME), inside lists, tuples and dicts too."""
+  if isinstance(value, gin.config.ConfigurableReference):
+    return {value.scopes[0]} if value.selector == "gin.macro" and value.scopes else set()
+  if isinstance(value, (list, tuple)):
+    return set().union(*map(_macro_refs, value)) if value else set()
+  if isinstance(value, dict):
+    return _macro_refs(list(value.values()))
+  return set()
+
+
+def _is_required(value) -> bool:
+  return (isinstance(value, gin.config.ConfigurableReference)
+          and value.scopes == ["gin.REQUIRED"] and value.selector == "gin.constant")
+
+
+def unset_required(stages: Sequence[str]) -> list[str]:
+  """The macros declared `%gin.REQUIRED` (gin_configs/stages/*.gin) and never set that a binding
+  the run uses refers to: unscoped, or scoped to one of `stages`. gin 0.5 would pass its REQUIRED
+  marker on as the value (no error) when a parameter reaches it through a macro."""
+  bindings = gin.config._CONFIG  # pylint: disable=protected-access  (no public listing)
+  required = {scope for (scope, selector), params in bindings.items()
+              if selector == "gin.macro" and _is_required(params.get("value"))}
+  unset = set()
+  for (scope, selector), params in bindings.items():
+    if selector == "gin.macro" or (scope and scope.split("/")[0] not in stages):
+      continue
+    for name, value in params.items():
+      for macro in _macro_refs(value) & required:
+        unset.add(f"{macro} (for {scope + '/' if scope else ''}{selector.split('.')[-1]}.{name})")
+  return sorted(unset)
+
+
 def configure_logging(verbose: bool) -> None:
   """INFO for rarejax's own messages; the libraries quiet unless `verbose` (rarejax.startup)."""
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -95,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parse_config(args.gin_file, args.gin_bindings)
   except ConfigError as err:
     print(err, file=sys.stderr)
+    return 2
+  try:
+    stages = args.stage or gin.query_parameter("run_pipeline.stages")
+  except ValueError:  # unbound: run_pipeline says so itself
+    stages = []
+  unset = unset_required(stages)
+  if unset:
+    print(f"gin config error (nothing was run): required values not set: {', '.join(unset)}; "
+          "set them in the experiment's gin file or with --gin_bindings 'NAME = VALUE'",
+          file=sys.stderr)
     return 2
   from rarejax.parallel import mesh  # pylint: disable=g-import-not-at-top
   mesh.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id,

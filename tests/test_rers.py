@@ -427,8 +427,7 @@ def test_rers_stage_feeds_trajectory_sft_in_the_tiny_pipeline(tmp_path, monkeypa
               "DataSpec.instruction = 'none'",
               "sft/train_stage.tasks = ['knowledge_qa', 'trajectories']",
               "rers/rers_stage.num_cases = 6", "rers/rers_stage.cache_length = 512",
-              "rers/rers_stage.config = @rers/SynthesisConfig()",
-              "rers/SynthesisConfig.samples = 2", "rers/SynthesisConfig.max_new_tokens = 4",
+              "rers/SynthesisConfig.samples = 2",  # apply with no rers_stage.config binding "rers/SynthesisConfig.max_new_tokens = 4",
               "rers/SynthesisConfig.mask_rate = 0.0"]
   args = ["--workdir", str(tmp_path), "--gin_file", "experiments/tiny.gin"]
   assert main_lib.main(args + [a for b in bindings for a in ("--gin_bindings", b)]) == 0

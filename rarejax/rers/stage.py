@@ -8,7 +8,6 @@
 Gin (scope = the stage name), e.g. for the quickstart:
 
   rers/rers_stage.num_cases = 200
-  rers/rers_stage.config = @rers/SynthesisConfig()
   rers/SynthesisConfig.samples = 4
   rers/SynthesisConfig.rounds = 2            # SynthesisConfig.mode = 'rejection' for the ablation
   rers/SynthesisConfig.max_new_tokens = 300
@@ -42,8 +41,10 @@ from rarejax.rers import report as report_lib
 from rarejax.rers import synthesize
 from rarejax.sample import Sampler
 
-gin.external_configurable(synthesize.SynthesisConfig, module="rarejax.rers")
-gin.external_configurable(filters_lib.FilterConfig, module="rarejax.rers")
+# Built through these when the stage is given none, so that rers/SynthesisConfig.* and
+# rers/FilterConfig.* bindings apply (the bare classes know nothing of gin).
+SynthesisConfig = gin.external_configurable(synthesize.SynthesisConfig, module="rarejax.rers")
+FilterConfig = gin.external_configurable(filters_lib.FilterConfig, module="rarejax.rers")
 
 
 def training_cases(data, num_cases: int | None, num_real_cases: int | None,
@@ -96,8 +97,8 @@ def rers_stage(ctx: pipeline.StageContext, *, num_cases: int | None = 200,
     cache_length: KV-cache slots per row: prompt + every response and reflection turn.
     max_batch_size: rows decoded at once.
   """
-  config = config or synthesize.SynthesisConfig()
-  filter_config = filter_config or filters_lib.FilterConfig()
+  config = config or SynthesisConfig()
+  filter_config = filter_config or FilterConfig()
   export = pathlib.Path(teacher_export) if teacher_export else ctx.previous_export()
   if export is None:
     raise ValueError("the rers stage needs a teacher: run a training stage (or import_hf) "
