@@ -1,4 +1,4 @@
-"""How far rendered notes are from oracle terms, per note style: text-vs-oracle rank gap and recognition.
+"""How far rendered notes are from oracle terms, per note style: text-vs-oracle gap, recognition.
 
 A rendered note that writes every finding as its HPO label makes the text pipeline (concept
 recognizer → classical ranker) equal to the oracle pipeline (the case's own HPO terms); on real
@@ -109,8 +109,14 @@ def recognition(notes: Sequence[Case], recognizer: concepts.Recognizer,
           "n_excluded": n_excluded}
 
 
-def _strip_ranks(summary: dict[str, Any]) -> dict[str, Any]:
+def _without_ranks(summary: dict[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in summary.items() if k != "ranks"}
+
+
+def _compare(text: dict[str, Any], oracle: dict[str, Any]) -> dict[str, Any]:
+  """Text and oracle summaries (without per-case ranks) and the gap, oracle − text."""
+  return {"text": _without_ranks(text), "oracle": _without_ranks(oracle),
+          "gap_top1": oracle["top1"] - text["top1"], "gap_top10": oracle["top10"] - text["top10"]}
 
 
 def case_set(name: str, cases: Sequence[Case], kb_render: knowledge.KnowledgeBase,
@@ -121,20 +127,21 @@ def case_set(name: str, cases: Sequence[Case], kb_render: knowledge.KnowledgeBas
   equivalence = grounding.IdEquivalence({d.id: d.xrefs for d in kb_render.diseases.values()})
   methods = methods_lib.classical_methods(kb_rank, RANKERS, methods_lib.MODES,
                                           recognizer=recognizer)
-  by_mode = {mode: [m for m in methods if m.name.endswith(f".{mode}")] for mode in methods_lib.MODES}
-  oracle = {m.name.split(".")[0]: texts_lib._rank_summary(m, cases, equivalence)  # pylint: disable=protected-access
-            for m in by_mode["oracle"]}
+  rank_summary = texts_lib._rank_summary  # pylint: disable=protected-access
+
+  def summaries(mode: str, some: Sequence[Case]) -> dict[str, Any]:
+    return {m.ranker.name: rank_summary(m, some, equivalence) for m in methods
+            if m.reader.mode == mode}
+
+  oracle = summaries("oracle", cases)
   out = {"n_cases": len(cases), "styles": {}}
   for style in styles:
     start = time.process_time()
     notes = render_cases(cases, kb_render, RenderConfig(styles=(style,)), seed)
-    text = {m.name.split(".")[0]: texts_lib._rank_summary(m, notes, equivalence)  # pylint: disable=protected-access
-            for m in by_mode["text"]}
+    text = summaries("text", notes)
     out["styles"][style] = {
         "recognition": recognition(notes, recognizer, kb_rank.ontology),
-        "rankers": {r: {"text": _strip_ranks(text[r]), "oracle": _strip_ranks(oracle[r]),
-                        "gap_top1": oracle[r]["top1"] - text[r]["top1"],
-                        "gap_top10": oracle[r]["top10"] - text[r]["top10"]} for r in RANKERS},
+        "rankers": {r: _compare(text[r], oracle[r]) for r in RANKERS},
         "cpu_seconds": time.process_time() - start,
         "example_note": notes[0].note}
     print(f"{name} {style}: {out['styles'][style]['rankers']['resnik']}", flush=True)
@@ -147,11 +154,7 @@ def narrative_texts(path: str) -> dict[str, Any] | None:
     return None
   doc = json.loads(pathlib.Path(path).read_text())
   entry, oracle = doc["recognizers"]["rarejax"], doc["oracle"]
-  rankers = {}
-  for r in RANKERS:
-    text, ref = entry["rankers"][f"{r}.text"], oracle[f"{r}.oracle"]
-    rankers[r] = {"text": _strip_ranks(text), "oracle": _strip_ranks(ref),
-                  "gap_top1": ref["top1"] - text["top1"], "gap_top10": ref["top10"] - text["top10"]}
+  rankers = {r: _compare(entry["rankers"][f"{r}.text"], oracle[f"{r}.oracle"]) for r in RANKERS}
   return {"source": path, "command": doc["command"], "n_cases": doc["texts"]["n_cases"],
           "n_with_phenopackets": doc["texts"]["n_with_phenopackets"],
           "recognition": entry["extraction"], "rankers": rankers}

@@ -1,5 +1,6 @@
-"""Tests for the renderer's 'clinical' style: measurements, shorthand, paraphrases, negation forms,
-onset and course, family history, normal findings, no leaks, determinism, default notes unchanged."""
+"""Tests for the renderer's 'clinical' style: measurements, shorthand, paraphrases, negation
+forms, onset and course, family history, normal findings, no leaks, determinism; default notes
+unchanged."""
 import dataclasses
 import hashlib
 import re
@@ -79,11 +80,13 @@ def test_default_styles_render_byte_identically(kb):
 
 def test_clinical_is_a_style_selectable_in_config_and_gin():
   assert "clinical" in render.STYLES and "clinical" not in render.RenderConfig().styles
-  import rarejax.experiment  # pylint: disable=import-outside-toplevel,unused-import  # registers gin
-  with gin.unlock_config():
-    gin.parse_config("rarejax.cases.RenderConfig.styles = ('hpi', 'clinical')")
+  # Importing rarejax.experiment registers the gin configurables (and costs TensorFlow's import).
+  import rarejax.experiment  # pylint: disable=import-outside-toplevel,unused-import
+  with gin.unlock_config():  # as a recipe would bind it
+    gin.parse_config("RenderConfig.styles = ('hpi', 'clinical')\n"
+                     "DataSpec.render = @RenderConfig()")
   try:
-    assert gin.get_configurable("rarejax.cases.RenderConfig")().styles == ("hpi", "clinical")
+    assert gin.get_configurable("rarejax.data.DataSpec")().render.styles == ("hpi", "clinical")
   finally:
     gin.clear_config()
 

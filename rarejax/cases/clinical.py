@@ -1,4 +1,4 @@
-"""Wording tables of the 'clinical' note style: measurements, shorthand, paraphrases, normal findings.
+"""Wording of the 'clinical' note style: measurements, shorthand, paraphrases, normal findings.
 
 The renderer's clinical style (rarejax.cases.render) writes findings the way clinicians do rather
 than as ontology strings; this module holds what it draws from, each a pure function of a numpy
@@ -260,7 +260,8 @@ def course(years: float) -> tuple[str, ...]:
 
 
 def relatives_conditions(case_terms: Sequence[str], ontology: ontology_lib.Ontology) -> list[str]:
-  """Relatives' common conditions unrelated (neither ancestor nor descendant) to the case's terms."""
-  terms = [h for h in case_terms if h in ontology.terms]
-  related = lambda a, b: a in ontology.ancestors(b) or b in ontology.ancestors(a)  # pylint: disable=unnecessary-lambda-assignment
-  return [text for text, hpo_id in _RELATIVES if not any(related(hpo_id, t) for t in terms)]
+  """Relatives' common conditions neither ancestor nor descendant of one of the case's terms."""
+  near = set()
+  for term in (h for h in case_terms if h in ontology.terms):
+    near |= ontology.ancestors(term) | ontology.descendants(term)
+  return [text for text, hpo_id in _RELATIVES if hpo_id not in near]

@@ -449,7 +449,7 @@ class _Writer:
     return " ".join(x for x in (years, sex) if x) or "Patient"
 
   def _onset_age(self) -> float | None:
-    """An age of onset in the case's onset range, not after its age (None when either is unknown)."""
+    """An onset age in the case's onset range, not after its age (None when either is unknown)."""
     onset, age = self.case.onset, self.case.age
     if age is None or onset not in onset_lib.ONSET_AGES or self._onset_category() is None:
       return None
