@@ -101,7 +101,7 @@ def test_styles_age_sex_and_onset_phrasing(kb):
   girl = Case(id="g", note="", gold_ids=("OMIM:0",), observed=("HP:0001250", "HP:0000252"),
               excluded=("HP:0000316",), age=6.4, sex="FEMALE", onset="HP:0003593")
   notes = {style: cases.render_note(girl, kb, dataclasses.replace(EXACT_LABELS, styles=(style,)))
-           for style in render.STYLES}
+           for style in render.DEFAULT_STYLES}
   assert notes["problem_list"].startswith("Patient: 6 year old female\nOnset: infancy")
   assert "Problem list:" in notes["problem_list"] and "- no hypertelorism" in notes["problem_list"]
   assert notes["consult"].splitlines()[0] in ("Dear colleague,", "Dear Dr. Smith,",

@@ -1,11 +1,23 @@
 """Note renderer: a structured Case → a varied, realistic clinical note that never names the diagnosis.
 
-Styles: history of present illness ('hpi'), consult letter ('consult'), problem list
-('problem_list') and one-paragraph summary ('summary'). Findings are named by their HPO label,
-an exact synonym or a layperson synonym; excluded findings always sit in a negation
-(`NEGATION_CUES`); age, sex and onset become phrases ("a 6-year-old girl", "since infancy").
+Styles (STYLES): history of present illness ('hpi'), consult letter ('consult'), problem list
+('problem_list') and one-paragraph summary ('summary') — DEFAULT_STYLES, the mix every recipe
+renders unless its RenderConfig names styles — and 'clinical'. In the first four, findings are
+named by their HPO label, an exact synonym or a layperson synonym, so a concept recognizer reads
+back exactly the case's terms. 'clinical' writes as clinicians do (tables and rules in
+rarejax.cases.clinical): measurements for measurable terms ("height 2.8 SD below the mean",
+"CK 2,340 U/L (ref < 200)") in Exam / Investigations lines, shorthand ("GDD", "HSM", "SNHL"),
+paraphrased label patterns ("raised creatinine"), onset and course ("since age 2, progressive
+over 3 years"), negations of five forms ("No X.", "X was absent.", "without X", "Denies X.",
+"X was not observed."), family history fitting the gold disease's inheritance ("consanguineous
+parents", "an affected maternal uncle") with a relative's unrelated condition, and normal
+findings or unrelated history that no observed finding contradicts ("Immunizations are up to
+date."). The synonym/layperson knobs and `shuffle` apply to every style.
+Excluded findings always sit in a negation (`NEGATION_CUES`, all of them cues of the concept
+recognizer); age, sex and onset become phrases ("a 6-year-old girl", "6 yo F", "since infancy").
 No text that names a gold disease (its name, synonyms, the labels of its equivalents) or any
-disease id is ever written: such phrasings are skipped before they reach the note.
+disease id is ever written: every phrase, whatever the style, goes through the same guard
+(`_choose`/`_safe`) and such phrasings are skipped before they reach the note.
 """
 from __future__ import annotations
 
@@ -17,13 +29,17 @@ from typing import Sequence
 import numpy as np
 
 from rarejax import knowledge
+from rarejax.cases import clinical
 from rarejax.cases import onset as onset_lib
 from rarejax.cases.case import Case
 
-STYLES = ("hpi", "consult", "problem_list", "summary")
+# The default mix: what every recipe renders unless it names styles (kept, so cached data stays).
+DEFAULT_STYLES = ("hpi", "consult", "problem_list", "summary")
+STYLES = (*DEFAULT_STYLES, "clinical")
 # Every excluded finding is written inside one of these (case-insensitive, whole words).
 NEGATION_CUES = ("denies", "deny", "no evidence of", "negative for", "there is no",
                  "does not have", "do not have", "showed no", "was ruled out", "were ruled out",
+                 "without", "was absent", "were absent", "was not observed", "were not observed",
                  "no")
 _DISEASE_ID = re.compile(r"\b(?:OMIM|ORPHA|ORPHANET|MONDO|DECIPHER|MIM|DOID)\s*:\s*\d+", re.I)
 _EXACT_KINDS = ("", "uk_spelling", "plural_form")
@@ -38,7 +54,7 @@ class RenderConfig:
   synonym_rate: float = 0.3  # chance a finding is named by an exact synonym (if it has one)
   layperson_rate: float = 0.15  # chance a finding is named in lay words (if HPO gives some)
   shuffle: bool = True  # present findings in random order (else in the case's order)
-  styles: tuple[str, ...] = STYLES  # note layouts drawn from, uniformly
+  styles: tuple[str, ...] = DEFAULT_STYLES  # note layouts drawn from, uniformly (of STYLES)
 
   def __post_init__(self):
     if not (0 <= self.synonym_rate <= 1 and 0 <= self.layperson_rate <= 1
@@ -153,13 +169,17 @@ class _Writer:
   def note(self) -> str:
     """Chooses a style and writes the note."""
     style = self.config.styles[self.rng.integers(len(self.config.styles))]
+    text = self._clinical() if style == "clinical" else self._templated(style)
+    return self._scrub(re.sub(r"[ \t]+", " ", text).strip())
+
+  def _templated(self, style: str) -> str:
+    """A note of one of DEFAULT_STYLES: findings named, shuffled, laid out by the style."""
     present = self._phrases(self.case.observed)
     absent = self._phrases(self.case.excluded)
     if self.config.shuffle:
       present = [present[i] for i in self.rng.permutation(len(present))]
       absent = [absent[i] for i in self.rng.permutation(len(absent))]
-    text = re.sub(r"[ \t]+", " ", getattr(self, f"_{style}")(present, absent)).strip()
-    return self._scrub(text)
+    return getattr(self, f"_{style}")(present, absent)
 
   # ---- words -------------------------------------------------------------------------------
 
@@ -352,6 +372,131 @@ class _Writer:
                  else f"{_cap(self._someone())}.", self._onset_sentence()]
     sentences += self._negatives(absent)
     return " ".join(s for s in sentences if s)
+
+  # ---- the clinical style ------------------------------------------------------------------
+
+  def _clinical(self) -> str:
+    """Shorthand demographics, onset and course, findings as measurements, shorthand or
+    paraphrases by section, negations of several forms, family history and normal findings."""
+    sections: dict[str, list[str]] = {s: [] for s in ("plain", *clinical.SECTIONS)}
+    for hpo_id in self._ordered(self.case.observed):
+      section, phrase = self._clinical_finding(hpo_id)
+      if phrase and phrase not in sections[section]:
+        sections[section].append(phrase)
+    absent = list(dict.fromkeys(filter(None, map(self._clinical_name,
+                                                 self._ordered(self.case.excluded)))))
+    chief, rest = sections["plain"][:2], sections["plain"][2:]
+    hpi = [self._course_sentence(), *(f"{_cap(p)}." for p in sections["history"])]
+    hpi += self._positives(rest) + self._clinical_negatives(absent)
+    lines = [self._clinical_opening(chief), "HPI: " + " ".join(s for s in hpi if s)]
+    lines += [f"{title}: {'; '.join(sections[key])}." for key, title in
+              (("exam", "Exam"), ("investigations", "Investigations")) if sections[key]]
+    lines += [f"{title}: {text}" for title, text in
+              (("FHx", self._family_sentence()), ("Other", self._normal_sentences())) if text]
+    return "\n".join(lines)
+
+  def _ordered(self, hpo_ids: Sequence[str]) -> list[str]:
+    """The ids, shuffled when the config says so."""
+    if not self.config.shuffle:
+      return list(hpo_ids)
+    return [hpo_ids[i] for i in self.rng.permutation(len(hpo_ids))]
+
+  def _clinical_finding(self, hpo_id: str) -> tuple[str, str]:
+    """(section, phrase) of an observed finding: a measurement where the term has one, else its
+    clinical name ('plain')."""
+    resolved = self.kb.ontology.resolve(hpo_id)
+    if resolved is None:
+      return "plain", ""
+    measure = clinical.measure_for(resolved, self.kb.ontology)
+    age = self.case.age
+    if (measure and (not measure.min_age or (age is not None and age >= measure.min_age))
+        and self.rng.random() < clinical.MEASURE_RATE):
+      phrase = self._choose(measure.phrases(self.rng))
+      if phrase:
+        return measure.section, phrase
+    return "plain", self._clinical_name(resolved)
+
+  def _clinical_name(self, hpo_id: str) -> str:
+    """Shorthand ('GDD'), else a paraphrase ('raised creatinine') or the name `_phrase` picks."""
+    resolved = self.kb.ontology.resolve(hpo_id)
+    short = clinical.SHORTHAND.get(resolved, ())
+    if short and self.rng.random() < clinical.SHORTHAND_RATE:
+      phrase = self._choose(short)
+      if phrase:
+        return phrase
+    plain = self._phrase(hpo_id)
+    rewrites = clinical.paraphrases(plain)
+    if rewrites and self.rng.random() < clinical.PARAPHRASE_RATE:
+      return self._choose(rewrites) or plain
+    return plain
+
+  def _clinical_opening(self, chief: Sequence[str]) -> str:
+    reason = self._join(chief) if chief else "evaluation"
+    return self._choose([f"{self._shorthand_someone()} referred for {reason}.",
+                         f"{_cap(self._someone())} seen in clinic for {reason}.",
+                         f"Reason for referral: {reason}."])
+
+  def _shorthand_someone(self) -> str:
+    """'6 yo F', '4 mo M', '10-day-old F', 'Patient'."""
+    age = self.case.age
+    if age is None:
+      years = ""
+    elif age < 1 / 12:
+      years = self._age_phrase()
+    else:
+      years = f"{int(age)} yo" if age >= 2 else f"{max(1, round(age * 12))} mo"
+    sex = {"FEMALE": "F", "MALE": "M", None: ""}[self.case.sex]
+    return " ".join(x for x in (years, sex) if x) or "Patient"
+
+  def _onset_age(self) -> float | None:
+    """An onset age in the case's onset range, not after its age (None when either is unknown)."""
+    onset, age = self.case.onset, self.case.age
+    if age is None or onset not in onset_lib.ONSET_AGES or self._onset_category() is None:
+      return None
+    low, high = onset_lib.ONSET_AGES[onset]
+    return float(self.rng.uniform(low, min(high, age)))
+
+  def _course_sentence(self) -> str:
+    """'Symptoms since age 2, progressive over 3 years.' (the onset sentence without an age)."""
+    onset_age = self._onset_age()
+    if onset_age is None:
+      return self._onset_sentence()
+    sentence = f"Symptoms {clinical.since(onset_age)}"
+    years = self.case.age - onset_age
+    if years >= 1 and self.rng.random() < clinical.COURSE_RATE:
+      sentence += ", " + self._choose(clinical.course(years))
+    return sentence + "."
+
+  def _clinical_negatives(self, absent: Sequence[str]) -> list[str]:
+    who = "Parents deny" if self.case.age is not None and self.case.age < 12 else "Denies"
+    sentences = []
+    for items in self._chunks(absent):
+      listed, either = _cap(self._join(items)), self._join(items, "or")
+      were = "were" if len(items) > 1 else "was"
+      sentences.append([f"No {either}.", f"{listed} {were} absent.",
+                        f"Otherwise well, without {either}.", f"{who} {either}.",
+                        f"{listed} {were} not observed."])
+    return self._varied(sentences)
+
+  def _family_sentence(self) -> str:
+    """A pedigree phrase fitting the gold diseases' inheritance, and maybe a relative's unrelated
+    condition ('' for some notes)."""
+    if self.rng.random() >= clinical.FAMILY_RATE:
+      return ""
+    inheritance = [m for d in self.case.gold_ids if d in self.kb.diseases
+                   for m in self.kb.diseases[d].inheritance]
+    pedigree = self._choose(clinical.family_history(inheritance, self.case.sex))
+    relatives = clinical.relatives_conditions([*self.case.observed, *self.case.excluded],
+                                              self.kb.ontology)
+    if relatives and self.rng.random() < clinical.RELATIVE_RATE:
+      return f"{pedigree} {self._choose(relatives)}".strip()
+    return pedigree
+
+  def _normal_sentences(self) -> str:
+    """One or two normal findings or unrelated history that no observed finding contradicts."""
+    options = clinical.normal_findings(self.case.observed, self.case.age, self.kb.ontology)
+    picked = [options[i] for i in self.rng.permutation(len(options))]
+    return " ".join([o for o in picked if self._safe(o)][:int(self.rng.integers(1, 3))])
 
 
 def _cap(text: str) -> str:
