@@ -40,9 +40,9 @@ from rarejax import knowledge
 from rarejax.cases import (STYLES, Case, PatientSimulator, RenderConfig, pmids, read_phenopackets,
                            render_cases)
 from rarejax.evaluate import benchmarks as benchmarks_lib
-from rarejax.evaluate import concepts
 from rarejax.evaluate import methods as methods_lib
 from rarejax.knowledge import grounding
+from rarejax.phenotypes import concepts
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

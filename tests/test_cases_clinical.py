@@ -11,7 +11,7 @@ import pytest
 from rarejax import cases
 from rarejax import knowledge
 from rarejax.cases import Case, clinical, render, simulate
-from rarejax.evaluate import concepts
+from rarejax.phenotypes import concepts
 
 CLINICAL = render.RenderConfig(styles=("clinical",))
 EXACT_CLINICAL = dataclasses.replace(CLINICAL, synonym_rate=0.0, layperson_rate=0.0)
