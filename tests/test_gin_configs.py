@@ -1,15 +1,13 @@
 """Every experiment gin file parses with the registered configurables (typos fail here, not hours
-into a run), names only registered stages and sets every required value of the stages it runs;
-the model files keep the shapes of the presets they name."""
+into a run), names only registered stages and sets every required value of the stages it runs (the model
+files against their presets: tests/test_model.py)."""
 import pathlib
-import re
 
 import gin
 import pytest
 
 from rarejax import main as main_lib
 from rarejax import pipeline
-from rarejax.model import config as config_lib
 from rarejax.model.config import ModelConfig
 from rarejax.train import loop, optimizer
 
@@ -74,23 +72,3 @@ def test_the_run_stops_before_any_work_on_an_unset_required_value(tmp_path, caps
   assert "required values not set: VOCAB_SIZE (for DataSpec.vocab_size)" in capsys.readouterr().err
   assert not workdir.exists()
 
-
-MODEL_FILES = sorted((GIN_ROOT / "models").glob("*.gin"))
-
-
-@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
-def test_model_files_have_the_shapes_of_their_presets(path):
-  """Each models/*.gin names the preset it copies; every field the preset sets is equal (the
-  vocabulary too where the file sets one, which only an imported checkpoint's does)."""
-  named = re.findall(r'preset\("(\w+)"\)', path.read_text())
-  assert named, f"{path} names no rarejax.model.config preset"
-  expected = config_lib.PRESETS[named[0]]
-  try:
-    _parse([str(path)])
-    bound_vocab = "ModelConfig.vocab_size" in path.read_text()
-    with gin.config_scope("check"):
-      built = ModelConfig(**({} if bound_vocab else {"vocab_size": expected["vocab_size"]}))
-  finally:
-    gin.clear_config()
-  differing = {k: (getattr(built, k), v) for k, v in expected.items() if getattr(built, k) != v}
-  assert not differing, f"{path} differs from preset {named[0]!r}: {differing}"
