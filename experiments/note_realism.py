@@ -127,7 +127,7 @@ def case_set(name: str, cases: Sequence[Case], kb_render: knowledge.KnowledgeBas
   equivalence = grounding.IdEquivalence({d.id: d.xrefs for d in kb_render.diseases.values()})
   methods = methods_lib.classical_methods(kb_rank, RANKERS, methods_lib.MODES,
                                           recognizer=recognizer)
-  rank_summary = texts_lib._rank_summary  # pylint: disable=protected-access
+  rank_summary = texts_lib.rank_summary
 
   def summaries(mode: str, some: Sequence[Case]) -> dict[str, Any]:
     return {m.ranker.name: rank_summary(m, some, equivalence) for m in methods
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   kb = knowledge.load_knowledge()
   doc: dict[str, Any] = {
       "command": " ".join(["nice -n 19", os.path.relpath(sys.executable, ROOT), *sys.argv]),
-      "seed": args.seed, "versions": texts_lib._versions(),  # pylint: disable=protected-access
+      "seed": args.seed, "versions": texts_lib.versions(),
       "knowledge": kb.version.as_dict(), "load_average_1min_at_start": os.getloadavg()[0],
       "sets": {}}
   doc["sets"]["simulated"] = case_set("simulated", simulated_cases(kb, args.n_diseases, args.seed),
@@ -229,22 +229,13 @@ def markdown(doc: dict[str, Any]) -> str:
               f"{texts['n_with_phenopackets']} with phenopackets in oracle mode; recognition "
               "against the union of those phenopackets' terms; from `" + texts["command"] + "`.",
               ""]
-  lines += [f"Command: `{doc['command']}` (seed {doc['seed']})", "",
-            "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), "",
-            f"Load average (1 min) at start / end: {doc['load_average_1min_at_start']:.1f} / "
-            f"{doc['load_average_1min_at_end']:.1f}", ""]
+  lines += texts_lib.provenance_lines(doc)[1:]
   return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _args(argv)
-  doc = run(args)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "note_realism.json").write_text(json.dumps(doc, indent=2))
-  table = markdown(doc)
-  (out / "note_realism.md").write_text(table)
-  print(table)
+  texts_lib.write_outputs(run(args), args.out, "note_realism", markdown)
   return 0
 
 

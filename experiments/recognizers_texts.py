@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -125,7 +125,7 @@ def _negation(found, cases, oracle) -> dict[str, int]:
           "n_phenopacket_excluded": sum(len(o.excluded) for _, o in pairs)}
 
 
-def _rank_summary(method: methods_lib.RankerMethod, cases: Sequence[Case],
+def rank_summary(method: methods_lib.RankerMethod, cases: Sequence[Case],
                   equivalence: grounding.IdEquivalence) -> dict[str, Any]:
   ranks = [o.gold_rank(c.gold_ids, equivalence) for o, c in zip(method.rank(cases), cases)]
   values = metrics.rank_values(ranks, (1, 10))
@@ -133,7 +133,7 @@ def _rank_summary(method: methods_lib.RankerMethod, cases: Sequence[Case],
           "n_cases": len(cases), "ranks": ranks}
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
   out = {"python": platform.python_version()}
   for name in PACKAGES:
     try:
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
       "command": " ".join([*([f"PYTHONPATH={os.environ['PYTHONPATH']}"]
                                if os.environ.get("PYTHONPATH") else []),
                              os.path.relpath(sys.executable, ROOT), *sys.argv]),
-      "versions": _versions(), "knowledge": kb.version.as_dict(),
+      "versions": versions(), "knowledge": kb.version.as_dict(),
       "load_average_1min_at_start": os.getloadavg()[0],
       "texts": {"path": args.texts, "n_files": len(list(pathlib.Path(args.texts).glob("*.txt"))),
                 "n_cases": len(cases), "n_with_phenopackets": len(oracle),
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   reference = [dataclasses.replace(c, observed=tuple(sorted(oracle[c.id].observed)),
                                    excluded=tuple(sorted(oracle[c.id].excluded)))
                for c in cases if c.id in oracle]
-  doc["oracle"] = {m.name: _rank_summary(m, reference, equivalence)
+  doc["oracle"] = {m.name: rank_summary(m, reference, equivalence)
                    for m in methods_lib.classical_methods(kb, RANKERS, ["oracle"])}
   for name in names:
     start = time.perf_counter()
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "extraction": _extraction(found, cases, oracle, kb.ontology),
         "extraction_one_phenopacket": _extraction(found, cases, oracle, kb.ontology, single),
         "negation": _negation(found, cases, oracle),
-        "rankers": {m.name: _rank_summary(m, cases, equivalence) for m in methods},
+        "rankers": {m.name: rank_summary(m, cases, equivalence) for m in methods},
         "per_text": {c.id: {"observed": list(f.observed), "excluded": list(f.excluded),
                             "wall_seconds": w} for c, f, w in zip(cases, found, wall)}}
   doc["load_average_1min_at_end"] = os.getloadavg()[0]
@@ -234,23 +234,34 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append(f"- {name}: {neg['n_negated']} negated ids; {neg['in_phenopacket_excluded']} of "
                  f"them among the phenopackets' {neg['n_phenopacket_excluded']} excluded terms, "
                  f"{neg['in_phenopacket_observed']} among their observed terms.")
-  lines += ["", f"Command: `{doc['command']}`", "",
-            "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), "",
-            f"Load average (1 min) at start / end: {doc['load_average_1min_at_start']:.1f} / "
-            f"{doc['load_average_1min_at_end']:.1f} (seconds are wall-clock on a shared 2-core "
-            "machine; CPU seconds are the steadier measure)", ""]
+  lines += provenance_lines(doc, "(seconds are wall-clock on a shared 2-core machine; CPU "
+                                  "seconds are the steadier measure)")
   return "\n".join(lines)
+
+
+def provenance_lines(doc: dict[str, Any], load_remark: str = "") -> list[str]:
+  """The markdown footer of a result: command, versions, load average at start and end."""
+  command = f"Command: `{doc['command']}`" + (f" (seed {doc['seed']})" if "seed" in doc else "")
+  load = (f"Load average (1 min) at start / end: {doc['load_average_1min_at_start']:.1f} / "
+          f"{doc['load_average_1min_at_end']:.1f}")
+  return ["", command, "", "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()),
+          "", f"{load} {load_remark}".rstrip(), ""]
+
+
+def write_outputs(doc: dict[str, Any], out: str | pathlib.Path, stem: str,
+                  render: Callable[[dict[str, Any]], str]) -> None:
+  """<out>/<stem>.json and <stem>.md (the table `render` makes, also printed)."""
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / f"{stem}.json").write_text(json.dumps(doc, indent=2))
+  table = render(doc)
+  (out / f"{stem}.md").write_text(table)
+  print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _args(argv)
-  doc = run(args)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "recognizers_texts.json").write_text(json.dumps(doc, indent=2))
-  table = markdown(doc)
-  (out / "recognizers_texts.md").write_text(table)
-  print(table)
+  write_outputs(run(args), args.out, "recognizers_texts", markdown)
   return 0
 
 
