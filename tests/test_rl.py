@@ -2,6 +2,7 @@
 accuracy outcome, the DAPO loss by hand, on-policy ratio and off-policy minibatches (the clip acts),
 the reference KL, the curriculum schedule, reward terms, the single-entry final level, the shipped
 configs, and short RL stage runs (export, metrics, filtering)."""
+import dataclasses
 import functools
 import json
 import pathlib
@@ -272,7 +273,6 @@ def test_curriculum_goes_task_by_task_and_easy_to_hard():
       [("differential", 2)] * 2 + [("final", 0)] * 3 + [("final", 2)] * 3   # empty tier skipped
   first = curriculum.draw(0, 4, np.random.default_rng(0))
   assert sorted(d.case for d in first) == [0, 1, 2, 3] and not any(d.replay for d in first)
-  assert curriculum.refresh_due(6) is False
   with pytest.raises(ValueError, match="not measured"):
     curriculum_lib.Curriculum(curriculum.config, 12, 12).phase(0)
 
@@ -300,12 +300,61 @@ def test_shuffled_mode_draws_every_case_of_every_task_and_state_round_trips():
   draws = curriculum.draw(0, 24, np.random.default_rng(0))
   assert {(d.task, d.case) for d in draws} == {(t, c) for t in ("differential", "final")
                                                for c in range(12)}
-  assert not curriculum.refresh_due(5)
+  assert not curriculum.measure_due(0) and not curriculum.advance_if_passed("differential", 0)
   restored = curriculum_lib.Curriculum(curriculum.config, 12, 12)
   restored.load_state_dict(curriculum.state_dict())
   np.testing.assert_array_equal(restored.tiers("differential"), curriculum.tiers("differential"))
   with pytest.raises(ValueError, match="task_fractions"):
     curriculum_lib.CurriculumConfig(task_fractions=(0.5,))
+
+
+def test_tiers_get_steps_in_proportion_to_their_size():
+  config = curriculum_lib.CurriculumConfig(task_order=("differential",), task_fractions=(1.0,),
+                                           tier_min_pass=(0.5, 0.25))
+  curriculum = curriculum_lib.Curriculum(config, num_cases=12, num_steps=12)
+  curriculum.set_pass_rates("differential", [1.0] * 9 + [0.3] + [0.0] * 2)
+  assert [curriculum.phase(step)[1] for step in range(12)] == [0] * 9 + [1] + [2] * 2
+
+
+def test_each_level_is_measured_when_it_starts_and_every_refresh_every_steps():
+  config = curriculum_lib.CurriculumConfig(refresh_every=4)
+  curriculum = curriculum_lib.Curriculum(config, num_cases=12, num_steps=12)
+  due = []
+  for step in range(12):
+    while curriculum.measure_due(step):
+      due.append((step, curriculum.task_at(step)))
+      curriculum.set_pass_rates(curriculum.task_at(step), [0.5] * 12, step)
+  # differential from step 0 (refreshed at 4); final when it starts at 6, not before (refreshed at 8)
+  assert due == [(0, "differential"), (4, "differential"), (6, "final"), (8, "final")]
+
+
+def test_a_passed_task_level_ends_early_and_hands_its_steps_on():
+  curriculum = _curriculum()
+  curriculum.set_pass_rates("differential", [1.0] * 10 + [0.0] * 2, step=2)  # mean 0.83 >= 0.8
+  assert not curriculum.advance_if_passed("final", 2)            # not the current level
+  assert curriculum.advance_if_passed("differential", 2)
+  assert curriculum.spans() == [("differential", 0, 2), ("final", 2, 12)]
+  assert curriculum.task_at(2) == "final" and curriculum.measure_due(2)
+  assert not curriculum.advance_if_passed("final", 2)            # the last level never ends early
+  restored = curriculum_lib.Curriculum(curriculum.config, 12, 12)
+  restored.load_state_dict(json.loads(json.dumps(curriculum.state_dict())))
+  assert restored.spans() == curriculum.spans() and restored.measured_at == {
+      "differential": 2, "final": 0}
+  never = curriculum_lib.Curriculum(dataclasses.replace(curriculum.config,
+                                                        advance_pass_rate=None), 12, 12)
+  never.set_pass_rates("differential", [1.0] * 12)
+  assert not never.advance_if_passed("differential", 0) and never.task_at(5) == "differential"
+
+
+def test_a_cases_pass_rate_is_rank_aware():
+  terms = {name: np.zeros(4, np.float32) for name in rewards_lib.TERMS}
+  terms["accuracy"][:] = [1.0, 0.5, 0.1, 0.0]   # ranks 1, 6 and 10 (linear decay), a miss
+  rewards = rewards_lib.Rewards.combine(terms, rewards_lib.RewardConfig().weights())
+  samples = rollout_lib.Samples(
+      prompts=[], group_size=2, tokens=np.zeros((4, 1), np.int32), mask=np.ones((4, 1), bool),
+      logprobs=np.zeros((4, 1), np.float32), lengths=np.ones(4, np.int32),
+      truncated=np.zeros(4, bool), rewards=rewards, sample_seconds=0.0, grade_seconds=0.0)
+  np.testing.assert_allclose(samples.pass_rates(), [0.75, 0.05])  # not [1.0, 0.5]: passed
 
 
 # ---- rewards ------------------------------------------------------------------------------------
@@ -384,8 +433,8 @@ def test_rl_stage_runs_two_steps_and_writes_an_export_and_metrics(tmp_path):
   result = _run(tmp_path, 2)
   assert result["steps"] == 2 and result["stopped"] == "completed"
   assert (tmp_path / "checkpoints" / "4").is_dir()              # 2 steps x 2 updates each
-  assert result["eval"] == {"top1": 0.5} and set(result["curriculum"]) == {"differential",
-                                                                          "final"}
+  assert result["eval"] == {"top1": 0.5} and set(result["curriculum"]["pass_rates"]) == {
+      "differential", "final"}
   config = preset("tiny_llama")
   params = export_lib.load_params(tmp_path / "export", config)
   assert transformer.count_params(params) == transformer.count_params(
@@ -427,6 +476,22 @@ def test_rl_stage_keeps_groups_by_accuracy_and_shaping_keeps_its_sign(tmp_path, 
   assert step["train/ratio_mean"] != 1.0                         # the second minibatch is off-policy
 
 
+def _differential_passed(texts, responses, golds, tasks):
+  """Every differential sample right; final samples alternate right / wrong."""
+  terms = {name: np.zeros(len(texts), np.float32) for name in rewards_lib.TERMS}
+  terms["accuracy"][:] = [1.0 if t == "differential" or i % 2 == 0 else 0.0
+                          for i, t in enumerate(tasks)]
+  return rewards_lib.Rewards.combine(terms, rewards_lib.RewardConfig().weights())
+
+
+def test_rl_stage_moves_to_the_final_level_once_the_differential_is_passed(tmp_path):
+  result = _run(tmp_path, 2, reward_fn=_differential_passed)
+  rows = writers.read_metrics(tmp_path)
+  assert {"step": 0, "curriculum/differential/ended_at": 0.0} in rows
+  assert [r["curriculum/task"] for r in rows if "rl/reward" in r] == [1.0, 1.0]  # both final
+  assert result["curriculum"]["ended_at"] == {"differential": 0}
+
+
 def _rl_experiments():
   """Experiment gin files whose pipeline runs the rl stage."""
   root = pathlib.Path(__file__).resolve().parents[1] / "gin_configs" / "experiments"
@@ -443,11 +508,13 @@ def test_shipped_rl_configs_reuse_rollouts_and_grade_a_single_final_diagnosis(na
     main_lib.parse_config([f"experiments/{name}.gin"], bindings)
     with gin.config_scope("rl"):
       config, reward = stage_lib.RLConfig(), rewards_lib.RewardConfig()
+      curriculum = curriculum_lib.CurriculumConfig()
   finally:
     gin.clear_config()
   assert config.minibatches * config.epochs > 1                 # updates after the first clip
   assert config.max_draws > 1                                    # dropped groups are refilled
   assert reward.grader.final_single_entry
+  assert curriculum.advance_pass_rate is not None and curriculum.refresh_every > 0
 
 
 @pytest.mark.slow
@@ -457,7 +524,7 @@ def test_rl_resumes_after_sigterm_exactly_like_an_uninterrupted_run(tmp_path):
   calls = []
   def sigterm_in_step_two(*args):
     calls.append(1)
-    if len(calls) == 6:  # tier measurement: 2 task levels x 2 chunks; then one draw per step
+    if len(calls) == 4:  # differential measured in 2 chunks, one draw a step: step 2's draw
       os.kill(os.getpid(), signal.SIGTERM)
     return _constant_rewards(*args)
   with pytest.raises(train_stage_lib.StagePreempted, match="step 2"):
@@ -483,6 +550,6 @@ def test_rl_stage_runs_in_the_tiny_pipeline_from_gin(tmp_path):
   result = json.loads((tmp_path / "rl" / "result.json").read_text())
   metadata = json.loads((tmp_path / "rl" / "export" / "metadata.json").read_text())
   assert result["steps"] == 2 and metadata["prompt_instruction"] == "full"  # the DataSpec's
-  assert len(result["curriculum"]["differential"]) == 4 and "top1" in result["eval"]
+  assert len(result["curriculum"]["pass_rates"]["differential"]) == 4 and "top1" in result["eval"]
   assert "rl/RLConfig.num_steps = 2" in (tmp_path / "operative_config.gin").read_text()
   assert "model.rl" in json.loads((tmp_path / "eval" / "result.json").read_text())

@@ -19,8 +19,9 @@ RewardConfig), in (-1, 0] because the weights sum below 1. Only the accuracy out
 groups train and the sign of each advantage; shaping scales an advantage's size by at most its
 shaping (rarejax.rl.dapo.shaped_advantages). rl/reward logs accuracy + shaping.
 
-A sample *passes* (the curriculum's difficulty measure) when its accuracy term is > 0: the gold
-disease within the top max_rank of a differential, or the final diagnosis exactly.
+A sample *passes* (rl/pass_rate) when its accuracy term is > 0: the gold disease within the top
+max_rank of a differential, or the final diagnosis exactly. The curriculum's difficulty is
+rank-aware: the mean accuracy term of a case's G samples (rollout.Samples.pass_rates).
 """
 from __future__ import annotations
 

@@ -87,8 +87,8 @@ class Samples:
   grade_seconds: float
 
   def pass_rates(self) -> np.ndarray:
-    """float [N]: fraction of each prompt's G samples that pass."""
-    return self.rewards.passed.reshape(-1, self.group_size).mean(axis=1)
+    """float [N]: each prompt's rank-aware pass rate, the mean accuracy outcome of its G samples."""
+    return self.rewards.accuracy.reshape(-1, self.group_size).mean(axis=1)
 
 
 class Rollout:

@@ -5,9 +5,10 @@ One step: the curriculum draws prompts_per_step prompts; the rollout samples G r
 outcomes are all equal and draws again (at most max_draws rounds); the kept groups'
 group-relative advantages (accuracy sets their signs, shaping their sizes: rl.dapo) feed
 epochs x minibatches DAPO updates on that one rollout (the shared train step; the updates after
-the first are off-policy, so the clip acts). Before the first step
-the curriculum measures every case's pass rate (G samples) per task level, and re-measures the
-current level every refresh_every steps.
+the first are off-policy, so the clip acts). When a task level starts (the first before step 0)
+the curriculum measures every case's rank-aware pass rate at it (G samples), re-measures it every
+refresh_every steps, and moves to the next level early when the measured mean reaches
+advance_pass_rate (rl.curriculum).
 
 Resumable like the training loop: checkpoints every checkpoint_every steps hold the TrainState
 and, in their metadata, the curriculum's pass rates; rollouts and draws are seeded by (seed,
@@ -26,7 +27,8 @@ Metrics (<folder>/metrics.jsonl and TensorBoard), every log_every steps:
   train/{loss,pg_loss,entropy,ratio_mean,kl,grad_norm,learning_rate,updated}
   train/clip_fraction_{low,high}       tokens clipped at 1 - eps_low (A < 0) / 1 + eps_high (A > 0)
   curriculum/task, curriculum/tier     the phase (task index in task_order; -1 when shuffled)
-and at each measurement curriculum/<task>/pass_rate and curriculum/<task>/tier<k>_cases.
+and at each measurement curriculum/<task>/pass_rate and curriculum/<task>/tier<k>_cases, and
+curriculum/<task>/ended_at (the step) when a level ends early.
 """
 from __future__ import annotations
 
@@ -222,9 +224,6 @@ class _Run:
       self.curriculum.load_state_dict(restored["curriculum"])
       writer.rewind(self.step)
       logging.info("RL resumed at step %d from %s", self.step, checkpointer.directory)
-    elif self.curriculum.measures_tiers:
-      for task in settings.curriculum.task_order:
-        self.measure(task, 0)
     self.bar = tqdm.tqdm(total=config.num_steps, initial=self.step, unit="step",
                          dynamic_ncols=True, disable=not progress or jax.process_index() != 0)
 
@@ -237,8 +236,7 @@ class _Run:
     """Runs the remaining steps; returns 'completed' or 'preempted' (SIGTERM, saved)."""
     while self.step < self.config.num_steps:
       step = self.step
-      if self.curriculum.refresh_due(step):
-        self.measure(self.curriculum.task_at(step), step)
+      self.measure_when_due(step)
       metrics = self.train_step(step)
       self.record(step + 1, metrics)
       done = step + 1 == self.config.num_steps
@@ -259,6 +257,18 @@ class _Run:
     return [rollout_lib.Prompt(ids=self.cases[d.case].prompt_ids[d.task],
                                gold_ids=self.cases[d.case].gold_ids, task=d.task) for d in draws]
 
+  def measure_when_due(self, step: int) -> None:
+    """Measures the current task level when the curriculum asks, ending levels the policy passes
+    (each next level is measured at once)."""
+    while self.curriculum.measure_due(step):
+      task = self.curriculum.task_at(step)
+      self.measure(task, step)
+      if self.curriculum.advance_if_passed(task, step):
+        self.writer.write(step, {f"curriculum/{task}/ended_at": float(step)})
+        logging.info("RL step %d: task level %r passed (mean pass rate %.3f >= %s); moving on.",
+                     step, task, self.curriculum.pass_rates[task].mean(),
+                     self.settings.curriculum.advance_pass_rate)
+
   def measure(self, task: str, step: int) -> None:
     """Pass rate of every case at `task` over G samples of the current policy -> tiers."""
     n = self.config.prompts_per_step
@@ -270,7 +280,7 @@ class _Run:
       samples = self.rollout(self.learner.params, self.prompts(draws),
                              _key(self.config.seed, step, 1, chunk_index))
       rates.append(samples.pass_rates()[:len(cases)])
-    self.curriculum.set_pass_rates(task, np.concatenate(rates))
+    self.curriculum.set_pass_rates(task, np.concatenate(rates), step)
     tiers = self.curriculum.tiers(task)
     summary = {f"curriculum/{task}/tier{k}_cases": int((tiers == k).sum())
                for k in range(self.settings.curriculum.num_tiers)}
