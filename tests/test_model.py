@@ -4,11 +4,12 @@ import pathlib
 
 import gin
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rarejax.model import transformer
+from rarejax.model import layers, transformer
 from rarejax.model.config import ModelConfig, preset
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin_configs" / "models"
@@ -107,6 +108,37 @@ def test_bf16_compute_keeps_float32_params_and_logits(tiny):
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
   reference = _logits(config, params, TOKENS)
   assert float(jnp.abs(logits - reference).max()) < 0.05 * float(jnp.abs(reference).max())
+
+
+def _dot_generals(jaxpr):
+  """Every dot_general of a jaxpr, sub-jaxprs (custom_vjp, pjit, remat) included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(sub, (jax_core.Jaxpr, jax_core.ClosedJaxpr)):
+          yield from _dot_generals(getattr(sub, "jaxpr", sub))
+
+
+@pytest.mark.parametrize("out_dtype", [None, jnp.float32])
+def test_bf16_dense_accumulates_in_float32_forward_and_backward(out_dtype):
+  x = jax.random.normal(jax.random.key(0), (64, 48)).astype(jnp.bfloat16)
+  w = (0.1 * jax.random.normal(jax.random.key(1), (48, 32))).astype(jnp.bfloat16)
+  loss = lambda x, w: jnp.sum(layers.dense(x, w, preferred_element_type=out_dtype)
+                              .astype(jnp.float32) ** 2)
+  grad = jax.grad(loss, argnums=(0, 1))
+  dots = list(_dot_generals(jax.make_jaxpr(grad)(x, w).jaxpr))
+  assert len(dots) == 3  # forward, input gradient, weight gradient
+  for eqn in dots:  # the fast path: bf16 operands, float32 accumulation (not bf16, not f32 x bf16)
+    assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16] * 2
+    assert eqn.params["preferred_element_type"] == jnp.float32
+  assert layers.dense(x, w, preferred_element_type=out_dtype).dtype == (out_dtype or jnp.bfloat16)
+  exact = jax.grad(lambda x, w: jnp.sum((x @ w) ** 2), argnums=(0, 1))(
+      x.astype(jnp.float32), w.astype(jnp.float32))
+  for got, want in zip(grad(x, w), exact):
+    assert got.dtype == jnp.bfloat16
+    assert float(jnp.abs(got.astype(jnp.float32) - want).max()) < 1e-2 * float(jnp.abs(want).max())
 
 
 @pytest.mark.parametrize("policy,names", [("full", ()), ("names", ("mlp_out", "attention_out"))])

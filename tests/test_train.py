@@ -152,3 +152,27 @@ def test_loss_positions_count_what_they_drop_and_need_loss_weights():
   assert read["inputs"].shape == (2, 12)  # the model reads every input token
   with pytest.raises(ValueError, match="loss_weights"):
     step_lib.loss_positions_batch({"targets": batch["targets"]}, 4)
+
+
+def test_bf16_training_tracks_the_float32_loss_curve():
+  """bf16 compute (float32 params, optimizer and loss) over 40 steps of memorizing one batch at
+  learning rate 3e-3: within 1% of the float32 run's loss at every step (measured: 0.1%), both
+  falling by more than a third. (At 1e-2 the loss falls 5.55 -> 0.01 and the two runs part by up
+  to 7% on the steep stretch.)"""
+  curves = {}
+  for dtype in ("float32", "bfloat16"):
+    config = preset("tiny_llama", dtype=dtype)
+    tx = optimizer.make_optimizer(optimizer.OptimizerConfig(learning_rate=3e-3, warmup_steps=0,
+                                                            total_steps=40))
+    shardings = state_lib.train_state_shardings(config, tx, mesh_lib.make_mesh())
+    state = state_lib.init_train_state(config, tx, shardings, seed=1)
+    step = jax.jit(step_lib.make_train_step(config, tx, losses.get_loss("sft")))
+    batch = _sft_batch(config, np.ones((4, 12)))
+    curves[dtype] = []
+    for _ in range(40):
+      state, metrics = step(state, batch)
+      curves[dtype].append(float(metrics["loss"]))
+  fp32, bf16 = np.array(curves["float32"]), np.array(curves["bfloat16"])
+  assert fp32[-1] < fp32[0] / 3 and bf16[-1] < bf16[0] / 3
+  assert np.abs(bf16 - fp32).max() > 0  # the bf16 run computed in bf16
+  np.testing.assert_allclose(bf16, fp32, rtol=0.01)

@@ -65,12 +65,50 @@ def dense(x: Array, kernel: Array, in_dims: int = 1,
   contracting dimension, which XLA:CPU runs on the activations as they are; an einsum over
   [B, L, ...] contracts two dimensions (B and L) and XLA inserts a transposed copy of an
   activation per weight gradient (measured: 1.6x faster MLP forward + backward on 2 cores).
+  Low-precision operands (bf16, f16) multiply with float32 accumulation forward and backward
+  (low_precision_matmul); the result is in `preferred_element_type`, else in x's dtype.
   """
   in_shape, out_shape = kernel.shape[:in_dims], kernel.shape[in_dims:]
   lead = x.shape[:x.ndim - in_dims]
-  y = jnp.matmul(x.reshape(-1, math.prod(in_shape)), kernel.reshape(math.prod(in_shape), -1),
-                 preferred_element_type=preferred_element_type)
+  a, b = x.reshape(-1, math.prod(in_shape)), kernel.reshape(math.prod(in_shape), -1)
+  if jnp.dtype(x.dtype).itemsize < 4 and jnp.dtype(x.dtype) == jnp.dtype(kernel.dtype):
+    y = low_precision_matmul(a, b, jnp.dtype(preferred_element_type or x.dtype))
+  else:
+    y = jnp.matmul(a, b, preferred_element_type=preferred_element_type)
   return y.reshape(*lead, *out_shape)
+
+
+def _accumulate(a: Array, b: Array, dims: tuple[int, int], dtype: jnp.dtype) -> Array:
+  """Contracts a's dims[0] with b's dims[1] in float32, rounded to `dtype`."""
+  return jax.lax.dot_general(a, b, (((dims[0],), (dims[1],)), ((), ())),
+                             preferred_element_type=jnp.float32).astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def low_precision_matmul(a: Array, b: Array, out_dtype: jnp.dtype) -> Array:
+  """a [M, K] @ b [K, N] in their low-precision dtype, accumulated in float32, as `out_dtype`.
+
+  The gradients are the same kind of dot (low-precision operands, float32 accumulation, rounded
+  to the operand's dtype). Autodiff of a plain matmul would not do that: its backward dots ask
+  for low-precision accumulation (XLA:CPU's slow bf16 -> bf16 path: 347 against 929 GFLOP/s on
+  the AMD EPYC of experiments/benchmarks/results/matmul_dtypes.json), or, under a float32 output,
+  multiply float32 cotangents with bf16 operands.
+  """
+  return _accumulate(a, b, (1, 0), out_dtype)
+
+
+def _low_precision_matmul_fwd(a, b, out_dtype):
+  return low_precision_matmul(a, b, out_dtype), (a, b)
+
+
+def _low_precision_matmul_bwd(out_dtype, residuals, g):
+  del out_dtype
+  a, b = residuals
+  g = g.astype(a.dtype)
+  return _accumulate(g, b, (1, 1), a.dtype), _accumulate(a, g, (0, 0), b.dtype)
+
+
+low_precision_matmul.defvjp(_low_precision_matmul_fwd, _low_precision_matmul_bwd)
 
 
 def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
