@@ -145,6 +145,17 @@ def test_render_cases_fills_only_empty_notes(kb, patients):
   assert json.loads(json.dumps(out[0].to_json()))["provenance"]["renderer"]["shuffle"] is True
 
 
+def test_render_cases_records_the_style_each_note_was_written_in(kb, patients):
+  mixed = cases.render_cases(patients, kb, render.RenderConfig(styles=cases.STYLES), seed=3)
+  recorded = [c.provenance["renderer"]["style"] for c in mixed]
+  assert set(recorded) <= set(cases.STYLES) and len(set(recorded)) > 2
+  for case, style in zip(mixed, recorded):  # the recorded style is the one the note was written in
+    assert ("Problem list:" in case.note) == (style == "problem_list")
+    assert ("Kind regards," in case.note) == (style == "consult")
+  assert [c.note for c in mixed] == [cases.render_note(c, kb, render.RenderConfig(
+      styles=cases.STYLES), seed=3) for c in patients]  # the notes themselves are unchanged
+
+
 def test_real_phenopacket_case_renders(kb, tmp_path):
   doc = {"id": "p", "subject": {"id": "p", "sex": "MALE",
                                 "timeAtLastEncounter": {"age": {"iso8601duration": "P3Y"}}},

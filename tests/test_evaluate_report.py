@@ -137,3 +137,25 @@ def test_write_atomic_replaces_whole_files(tmp_path):
   report.write_atomic(path, "old")
   report.write_atomic(path, b"new")
   assert path.read_text() == "new" and [p.name for p in path.parent.iterdir()] == ["file.txt"]
+
+
+def _styled(styles):
+  """The 4 hand-made cases, their notes rendered in `styles` (None: not rendered)."""
+  cases = tuple(Case(id=c.id, note=c.note, gold_ids=c.gold_ids, pmid=c.pmid, observed=c.observed,
+                     provenance={"renderer": {"style": s}} if s else {})
+                for c, s in zip((_case(i) for i in range(4)), styles))
+  return report.BenchmarkResult(benchmarks.Benchmark("styled", cases, "4 styled cases"),
+                                [_method("ranker.text", [1, 3, None, 2])], FINDINGS, seen=None)
+
+
+def test_rendered_notes_are_sliced_and_tabled_by_style(tmp_path):
+  result = _styled(["hpi", "clinical", "hpi", None])
+  slices = result.slices()
+  assert slices["style:hpi"].tolist() == [True, False, True, False]
+  assert slices["style:clinical"].tolist() == [False, True, False, False]
+  paths = report.write_report(tmp_path, [result], report.provenance({}, {}), n_bootstrap=10)
+  metrics = json.loads(paths["metrics"].read_text())["benchmarks"]["styled"]
+  assert metrics["methods"]["ranker.text"]["metrics"]["style:hpi"]["top1"]["value"] == 0.5
+  text = paths["report"].read_text()
+  assert "Note styles" in text and "| style:clinical (n=1) top-1 / top-10 |" in text
+  assert not any(name.startswith("style:") for name in _styled(["hpi"] * 3 + [None]).slices())

@@ -148,11 +148,18 @@ def render_note(case: Case, kb: knowledge.KnowledgeBase, config: RenderConfig = 
 
 def render_cases(cases: Sequence[Case], kb: knowledge.KnowledgeBase,
                  config: RenderConfig = RenderConfig(), seed: int = 0) -> list[Case]:
-  """Fills in the note of every case without one (notes already written are kept)."""
-  return [case if case.note else dataclasses.replace(
-      case, note=render_note(case, kb, config, seed),
-      provenance={**case.provenance, "renderer": {**dataclasses.asdict(config), "seed": seed}})
-          for case in cases]
+  """Fills in the note of every case without one (notes already written are kept), recording the
+  renderer's knobs, seed and the note's style in its provenance ('renderer')."""
+  out = []
+  for case in cases:
+    if case.note:
+      out.append(case)
+      continue
+    writer = _Writer(case, kb, config, seed)
+    out.append(dataclasses.replace(case, note=writer.note(), provenance={
+        **case.provenance,
+        "renderer": {**dataclasses.asdict(config), "seed": seed, "style": writer.style}}))
+  return out
 
 
 class _Writer:
@@ -165,11 +172,11 @@ class _Writer:
     self.rng = np.random.default_rng([seed, zlib.crc32(case.id.encode())])
     self.person = _PEOPLE[case.sex]
     self.forbidden = [_name_pattern(n) for n in forbidden_names(case, kb)]
+    self.style = config.styles[self.rng.integers(len(config.styles))]  # the stream's first draw
 
   def note(self) -> str:
-    """Chooses a style and writes the note."""
-    style = self.config.styles[self.rng.integers(len(self.config.styles))]
-    text = self._clinical() if style == "clinical" else self._templated(style)
+    """Writes the note in the chosen style."""
+    text = self._clinical() if self.style == "clinical" else self._templated(self.style)
     return self._scrub(re.sub(r"[ \t]+", " ", text).strip())
 
   def _templated(self, style: str) -> str:

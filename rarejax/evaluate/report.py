@@ -44,6 +44,7 @@ from rarejax.evaluate import metrics
 SCHEMA = "rarejax.evaluate.metrics/1"
 KS = (1, 3, 5, 10)
 FEW_FINDINGS = 3
+STYLE_SLICE = "style:"  # prefix of the per-style slices
 FINDING_BINS = ((0, 0), (1, 1), (2, 2), (3, 3), (4, 5), (6, 8), (9, 12), (13, 10**9))
 CALIBRATION_BINS = 10
 PACKAGES = ("rarejax", "numpy", "scipy", "matplotlib", "jax", "flax", "phenopackets", "rapidfuzz")
@@ -85,6 +86,10 @@ class BenchmarkResult:
     if self.annotated is not None:
       out["unannotated"] = ~np.array(self.annotated, dtype=bool)
     out["few_findings"] = np.array(self.n_findings) <= FEW_FINDINGS
+    styles = [case.provenance.get("renderer", {}).get("style") for case in self.benchmark.cases]
+    if len(set(styles) - {None}) > 1:
+      for style in sorted(set(styles) - {None}):
+        out[STYLE_SLICE + style] = np.array([s == style for s in styles])
     return out
 
 
@@ -378,8 +383,9 @@ def main_table(methods: Mapping[str, dict]) -> list[str]:
   return lines
 
 
-def _slice_table(methods: Mapping[str, dict], slices: Mapping[str, int]) -> list[str]:
-  names = [s for s in slices if s != "all"]
+def _slice_table(methods: Mapping[str, dict], names: Sequence[str],
+                 slices: Mapping[str, int]) -> list[str]:
+  """top-1 / top-10 of every method on each of the slices `names`."""
   lines = ["| method | " + " | ".join(f"{s} (n={slices[s]}) top-1 / top-10" for s in names) + " |",
            "| --- |" + " --- |" * len(names)]
   for name, m in methods.items():
@@ -443,7 +449,12 @@ def markdown(doc: Mapping, plots: Mapping[str, Mapping[str, str]]) -> str:
     lines += [f"## {bench}", "", f"{entry['source']}. {entry['n_cases']} cases; "
               f"{entry['n_excluded_publications']} of their publications excluded from the "
               "knowledge.", "", *main_table(methods), "", "Slices:", "",
-              *_slice_table(methods, entry["slices"]), ""]
+              *_slice_table(methods, [s for s in entry["slices"] if s != "all"
+                                      and not s.startswith(STYLE_SLICE)], entry["slices"]), ""]
+    styles = [s for s in entry["slices"] if s.startswith(STYLE_SLICE)]
+    if styles:
+      lines += ["Note styles (the renderer's, rarejax.cases.render):", "",
+                *_slice_table(methods, styles, entry["slices"]), ""]
     gap = _gap_table(methods)
     if gap:
       lines += ["Oracle phenotypes vs concepts recognized in the note:", "", *gap, ""]
