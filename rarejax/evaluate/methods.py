@@ -190,10 +190,11 @@ class RankerMethod:
   tie_break: np.ndarray
   top_k: int = 10
   config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  suffix: str = ""  # told apart from the same ranker over other diseases ('.all_omim')
 
   @property
   def name(self) -> str:
-    return f"{self.ranker.name}.{self.reader.mode}"
+    return f"{self.ranker.name}.{self.reader.mode}{self.suffix}"
 
   def applies(self, case: Case) -> bool:
     return self.reader.applies(case)
