@@ -2,7 +2,7 @@
 Resnik and likelihood ratio on four phenopackets and `pheval-utils benchmark` comparing them.
 
 The PhEval tests skip when pheval (the `pheval` extra) is not installed. The corpus,
-tests/data/pheval_corpus/phenopackets, holds one simulated patient (rarejax PatientSimulator,
+tests/fixtures/pheval_corpus/phenopackets, holds one simulated patient (rarejax PatientSimulator,
 seed 7) of each of Marfan syndrome, cystic fibrosis, Huntington disease and Prader-Willi
 syndrome, written as Phenopacket v2 files.
 """
@@ -20,7 +20,7 @@ from rarejax.pheval import options as options_lib
 from rarejax.pheval import results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "tests" / "data" / "pheval_corpus"
+CORPUS = ROOT / "tests" / "fixtures" / "pheval_corpus"
 PHENOPACKETS = CORPUS / "phenopackets"
 INPUT_DIRS = ROOT / "experiments" / "pheval"
 RUNNERS = ("resnik", "likelihood_ratio")
