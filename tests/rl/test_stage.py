@@ -5,7 +5,6 @@ configs, and short RL stage runs (export, metrics, filtering)."""
 import dataclasses
 import functools
 import json
-import pathlib
 import math
 import os
 import signal
@@ -31,6 +30,7 @@ from rarejax.rl import stage as stage_lib
 from rarejax.sample import Sampler
 from rarejax.train import losses, optimizer, writers
 from rarejax.train import stage as train_stage_lib
+from tests.paths import GIN_CONFIGS
 
 INDEX = grounding.GroundingIndex([("OMIM:154700", ["Marfan syndrome"]),
                                   ("OMIM:609192", ["Loeys-Dietz syndrome 1"])])
@@ -494,7 +494,7 @@ def test_rl_stage_moves_to_the_final_level_once_the_differential_is_passed(tmp_p
 
 def _rl_experiments():
   """Experiment gin files whose pipeline runs the rl stage."""
-  root = pathlib.Path(__file__).resolve().parents[1] / "gin_configs" / "experiments"
+  root = GIN_CONFIGS / "experiments"
   return sorted(p.stem for p in root.glob("*.gin")
                 if any(line.startswith("run_pipeline.stages") and "'rl'" in line
                        for line in p.read_text().splitlines()))
