@@ -6,8 +6,7 @@ import pathlib
 
 import pytest
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+from tests.paths import EXPERIMENTS, SHARED_DATA
 
 
 def experiment_script(name: str):

@@ -20,7 +20,7 @@ from rarejax import cases
 from rarejax.cases import Case, CaseFormatError
 from rarejax.data import format as fmt
 from rarejax.knowledge import grounding
-from test_cases_readers import TEXT, packet  # a valid phenopacket (dict) and case text
+from tests.cases.test_readers import TEXT, packet  # a valid phenopacket (dict) and case text
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WHERE = "store.zip:COHORT/PMID_1_P1.json"

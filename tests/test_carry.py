@@ -4,7 +4,6 @@ unimportable; the export comes back loadable."""
 import itertools
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -21,10 +20,10 @@ from rarejax.model.config import preset
 from rarejax.train import loop, optimizer
 from rarejax.train import stage as train_stage_lib
 
-import test_data_tasks  # pylint: disable=g-bad-import-order  (shared fixture)
+from tests.data import test_tasks  # pylint: disable=g-bad-import-order  (shared fixture)
+from tests.paths import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-data = test_data_tasks.data  # the tiny prepared datasets (module fixture)
+data = test_tasks.data  # the tiny prepared datasets (module fixture)
 # Absent from the accelerator image (gin travels in the carry's pylib/).
 UNIMPORTABLE = ("tensorflow", "seqio", "tensorflow_datasets", "tensorflow_text", "tensorboardX",
                 "pyhpo", "fastobo", "rapidfuzz", "phenopackets")

@@ -4,15 +4,14 @@ libraries' verbosity and drops the warnings nobody can act on unless verbose."""
 import json
 import logging
 import os
-import pathlib
 import subprocess
 import sys
 
 from absl import logging as absl_logging
 
 from rarejax import startup
+from tests.paths import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 START_UP = ("All log messages before absl::InitializeLog", "oneDNN custom operations",
             "Could not find cuda drivers", "failed call to cuInit", "cudart_stub",
             "Using custom data configuration", "I0000 ")

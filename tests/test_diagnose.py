@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import test_evaluate_model  # pylint: disable=g-bad-import-order  (the tiny export builder)
+from tests.evaluate import test_model_method  # pylint: disable=g-bad-import-order  (the tiny export builder)
 from rarejax import __main__ as cli
 from rarejax import diagnose
 from rarejax.data import format as fmt
@@ -26,7 +26,7 @@ PHENOPACKET = {
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-  return str(test_evaluate_model.tiny_export(tmp_path_factory.mktemp("diagnose")))
+  return str(test_model_method.tiny_export(tmp_path_factory.mktemp("diagnose")))
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,10 @@
 
 Each faulty run is resumed with the same config and must continue exactly like an uninterrupted
 run from the checkpoint it falls back to. Covered elsewhere, not repeated here: SIGTERM saves a
-final checkpoint and stops (test_train_loop.test_sigterm_saves_and_stops; on one host of two,
-test_multihost), a NaN loss stops before saving (test_train_loop), a damaged step restored
-directly by step number raises (test_checkpoint), the pipeline resumes mid-stage (test_pipeline).
+final checkpoint and stops (train/test_loop.test_sigterm_saves_and_stops; on one host of two,
+test_multihost), a NaN loss stops before saving (train/test_loop), a damaged step restored
+directly by step number raises (train/test_checkpoint), the pipeline resumes mid-stage
+(test_pipeline).
 """
 import asyncio
 import os
@@ -19,9 +20,9 @@ import pytest
 
 from rarejax.train import checkpoint as ckpt
 from rarejax.train import writers
-from test_train_loop import _train  # the shared tiny run: checkpoints every 4 steps, keep 2
+from tests.train.test_loop import _train  # the shared tiny run: checkpoints every 4 steps, keep 2
+from tests.paths import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_STEPS = 10
 # orbax leaves an asyncio callback of a failed tensorstore read that fires after its loop closed.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -1,8 +1,6 @@
 """Every experiment gin file parses with the registered configurables (typos fail here, not hours
 into a run), names only registered stages and sets every required value of the stages it runs (the model
-files against their presets: tests/test_model.py)."""
-import pathlib
-
+files against their presets: tests/model/test_model.py)."""
 import gin
 import pytest
 
@@ -10,9 +8,9 @@ from rarejax import main as main_lib
 from rarejax import pipeline
 from rarejax.model.config import ModelConfig
 from rarejax.train import loop, optimizer
+from tests.paths import GIN_CONFIGS
 
-GIN_ROOT = pathlib.Path(__file__).resolve().parents[1] / "gin_configs"
-EXPERIMENTS = sorted(p.stem for p in (GIN_ROOT / "experiments").glob("*.gin"))
+EXPERIMENTS = sorted(p.stem for p in (GIN_CONFIGS / "experiments").glob("*.gin"))
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent / "rarejax"
+from tests import paths
+
+ROOT = paths.ROOT / "rarejax"
 
 
 def module_files(root: pathlib.Path = ROOT) -> dict[str, pathlib.Path]:

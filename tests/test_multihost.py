@@ -7,14 +7,14 @@ step for step, and that only process 0 writes metrics.
 """
 import json
 import os
-import pathlib
 import socket
 import subprocess
 import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
+
 WORKER = ROOT / "tests" / "multihost_worker.py"
 TIMEOUT_S = 300
 

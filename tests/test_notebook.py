@@ -2,16 +2,15 @@
 artifacts (nbclient), so the notebook never drifts from the result files the pipeline writes."""
 import json
 import os
-import pathlib
 
 import nbclient
 import nbformat
 import pytest
 
 from rarejax import main as main_lib
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.integration
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from rarejax import diagnose, release
 from rarejax import export as export_lib
 from rarejax.evaluate import model_method
 
-import test_first_entry  # pylint: disable=g-bad-import-order  (the tiny id-piece export)
+from tests.sample import test_first_entry  # pylint: disable=g-bad-import-order  (the tiny id-piece export)
 
 export = test_first_entry.export  # the module-scoped fixture
 

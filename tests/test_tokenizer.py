@@ -2,7 +2,6 @@
 uses, and an export loaded and diagnosed in a process where TensorFlow and seqio cannot be
 imported."""
 import json
-import pathlib
 import subprocess
 import sys
 
@@ -17,11 +16,11 @@ from rarejax.data import format as fmt
 from rarejax.data import vocab as vocab_lib
 from rarejax.evaluate import model_method
 
-import test_data_vocab  # pylint: disable=g-bad-import-order  (shared fixtures)
-import test_first_entry  # pylint: disable=g-bad-import-order
+from tests.data import test_vocab  # pylint: disable=g-bad-import-order  (shared fixtures)
+from tests.sample import test_first_entry  # pylint: disable=g-bad-import-order
+from tests.paths import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-hf_dir = test_data_vocab.hf_dir  # a small byte-level BPE tokenizer.json (module fixture)
+hf_dir = test_vocab.hf_dir  # a small byte-level BPE tokenizer.json (module fixture)
 export = test_first_entry.export  # a tiny first-entry export with disease-id pieces
 IDS = test_first_entry.IDS
 TEXTS = [
@@ -78,7 +77,7 @@ def test_sentencepiece_decodes_every_id_as_seqio_does(sentencepiece):
           if tokenizer.decode([t]) in IDS} == {tokenizer.encode(i)[0] for i in IDS}
 
 
-@pytest.mark.parametrize("text", test_data_vocab.NOTES + [fmt.THINK_CLOSE, ""])
+@pytest.mark.parametrize("text", test_vocab.NOTES + [fmt.THINK_CLOSE, ""])
 def test_tokenizer_json_ids_and_text_are_the_vocabularys(hf_dir, text):
   tokenizer = tokenizer_lib.load_tokenizer(hf_dir)
   vocabulary = vocab_lib.load_vocabulary(hf_dir)

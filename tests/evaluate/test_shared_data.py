@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-import conftest
+from tests import conftest
 from rarejax.cases import pmids, read_phenopackets, split_by_publication
 from rarejax.evaluate import run
 

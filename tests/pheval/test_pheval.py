@@ -2,7 +2,7 @@
 Resnik and likelihood ratio on four phenopackets and `pheval-utils benchmark` comparing them.
 
 The PhEval tests skip when pheval (the `pheval` extra) is not installed. The corpus,
-tests/data/pheval_corpus/phenopackets, holds one simulated patient (rarejax PatientSimulator,
+tests/fixtures/pheval_corpus/phenopackets, holds one simulated patient (rarejax PatientSimulator,
 seed 7) of each of Marfan syndrome, cystic fibrosis, Huntington disease and Prader-Willi
 syndrome, written as Phenopacket v2 files.
 """
@@ -18,11 +18,11 @@ import yaml
 
 from rarejax.pheval import options as options_lib
 from rarejax.pheval import results
+from tests.paths import EXPERIMENTS, FIXTURES, ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "tests" / "data" / "pheval_corpus"
+CORPUS = FIXTURES / "pheval_corpus"
 PHENOPACKETS = CORPUS / "phenopackets"
-INPUT_DIRS = ROOT / "experiments" / "pheval"
+INPUT_DIRS = EXPERIMENTS / "pheval"
 RUNNERS = ("resnik", "likelihood_ratio")
 GOLD = {"rarejax_sim_1": "OMIM:154700", "rarejax_sim_2": "OMIM:219700",
         "rarejax_sim_3": "OMIM:143100", "rarejax_sim_4": "OMIM:176270"}

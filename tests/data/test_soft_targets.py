@@ -12,7 +12,7 @@ from rarejax.data import soft_targets
 from rarejax.train import losses
 from rarejax.train import step as step_lib
 
-import test_answer_prior  # pylint: disable=g-bad-import-order  (toy cache writer)
+from tests.sample import test_answer_prior  # pylint: disable=g-bad-import-order  (toy cache writer)
 
 
 def test_teacher_rows_keep_the_k_best_as_a_softmax_over_them():

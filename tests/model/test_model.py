@@ -1,6 +1,5 @@
 """Decoder model: config validation, presets and gin files, packing masks, dtypes, remat, cache."""
 import functools
-import pathlib
 
 import gin
 import jax
@@ -11,8 +10,9 @@ import pytest
 
 from rarejax.model import layers, transformer
 from rarejax.model.config import ModelConfig, preset
+from tests.paths import GIN_CONFIGS
 
-GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin_configs" / "models"
+GIN_DIR = GIN_CONFIGS / "models"
 TOKENS = jnp.asarray(np.random.default_rng(0).integers(1, 256, size=(2, 10)), jnp.int32)
 
 

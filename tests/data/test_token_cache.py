@@ -1,7 +1,6 @@
 """The token cache: tokenized once through seqio, streamed as packed batches without TF."""
 import collections
 import itertools
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -13,10 +12,11 @@ from rarejax import stages
 from rarejax.data import batches, cached_batches, packing, tasks, token_cache
 
 import seqio  # pylint: disable=g-bad-import-order  (after rarejax.data hid the GPUs from TF)
-import test_data_tasks  # pylint: disable=g-bad-import-order  (shared fixture)
+from tests.data import test_tasks  # pylint: disable=g-bad-import-order  (shared fixture)
+from tests.paths import ROOT
 
 ALL = seqio.ShardInfo(index=0, num_shards=1)
-data = test_data_tasks.data  # the tiny prepared datasets (module fixture)
+data = test_tasks.data  # the tiny prepared datasets (module fixture)
 
 
 def _key(prompt, response):
@@ -110,7 +110,7 @@ def test_reader_streams_without_tensorflow_or_seqio(data):
           "assert batch['loss_weights'].sum() > 0\n"
           "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'seqio')))\n")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, cwd=pathlib.Path(__file__).resolve().parents[1])
+                          check=True, cwd=ROOT)
   assert result.stdout.strip() == "[]"
 
 

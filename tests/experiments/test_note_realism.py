@@ -1,7 +1,7 @@
 """Tests for experiments/note_realism.py: per style, text vs oracle and recognition on a few cases."""
 import json
 
-from conftest import experiment_script
+from tests.conftest import experiment_script
 
 
 def test_case_set_reports_each_style_and_the_clinical_gap(kb, tmp_path):

@@ -3,7 +3,7 @@ import csv
 
 import pytest
 
-import conftest
+from tests import conftest
 
 COLUMNS = ("benchmark", "case_id", "method", "gold_ids", "gold_rank", "n_findings", "rank",
            "disease_id", "label", "score", "confidence")

@@ -1,11 +1,12 @@
 """Sharded sampling on 8 fake CPU devices (in a subprocess) equals unsharded sampling."""
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from tests.paths import ROOT
 
 _SCRIPT = textwrap.dedent("""
     import jax
@@ -40,7 +41,6 @@ _SCRIPT = textwrap.dedent("""
 def test_sampling_on_a_data_fsdp_tensor_mesh_matches_one_device():
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
          "JAX_PLATFORMS": "cpu"}
-  root = pathlib.Path(__file__).resolve().parents[1]
-  result = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, cwd=root,
+  result = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stderr[-3000:]

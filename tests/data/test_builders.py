@@ -11,7 +11,7 @@ from rarejax.data import builders, corpus, tf_setup, trajectory
 from rarejax.data import format as format_lib
 from rarejax.data import stage as data_stage
 
-import test_data_corpus  # pylint: disable=g-bad-import-order  (shared finder of a test finding)
+from tests.data import test_corpus  # pylint: disable=g-bad-import-order  (shared finder of a test finding)
 
 TEXT_CASE = """[source]
 pmid = PMID:{pmid}
@@ -80,7 +80,7 @@ def test_splits_features_and_metadata(kb, subset, built):
 
 def test_knowledge_stamp_names_config_and_is_checked_on_load(kb, subset, built, tmp_path):
   knowledge_builder, _ = next(iter(built.values()))
-  disease_id, pmid, _ = test_data_corpus.find_single_source_finding(kb)
+  disease_id, pmid, _ = test_corpus.find_single_source_finding(kb)
   held_out = knowledge.load_knowledge(exclude_pmids=[pmid])
   config = builders.KnowledgeConfig.create(kb, diseases=subset, findings_questions=2)
   other = builders.KnowledgeConfig.create(held_out, diseases=subset, findings_questions=2)
@@ -95,7 +95,7 @@ def test_knowledge_stamp_names_config_and_is_checked_on_load(kb, subset, built, 
 
 
 def test_exclusion_is_honored_in_the_built_corpus(kb, tmp_path):
-  disease_id, pmid, hpo_id = test_data_corpus.find_single_source_finding(kb)
+  disease_id, pmid, hpo_id = test_corpus.find_single_source_finding(kb)
   name = kb.ontology.name(hpo_id).lower()
   held_out = knowledge.load_knowledge(exclude_pmids=[pmid])
   builder = builders.prepare(builders.KnowledgeConfig.create(held_out, diseases=[disease_id]),

@@ -17,6 +17,7 @@ import numpy as np
 from rarejax.model.config import preset
 from rarejax.parallel import mesh as mesh_lib
 from rarejax.train import losses, optimizer, state as state_lib, step as step_lib
+from tests.paths import ROOT
 
 MESHES = ((1, 1, 1), (8, 1, 1), (2, 2, 2), (1, 4, 2))
 STEPS = 3
@@ -73,12 +74,11 @@ def _main() -> None:
 
 
 def test_loss_and_params_agree_across_meshes_and_accumulation():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
          "JAX_PLATFORMS": "cpu",
-         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
   proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                        timeout=600, cwd=root)
+                        timeout=600, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-4000:]
   line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
   report = json.loads(line[len("RESULT "):])

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-import conftest
+from tests import conftest
 from rarejax import cases
 
 pytestmark = pytest.mark.data

@@ -15,6 +15,7 @@ from rarejax.model.config import preset
 from rarejax.parallel import mesh as mesh_lib
 from rarejax.train import checkpoint as ckpt
 from rarejax.train import losses, optimizer, state as state_lib, step as step_lib
+from tests.paths import ROOT
 
 CONFIG = preset("tiny_llama")
 TX = optimizer.make_optimizer(optimizer.OptimizerConfig(learning_rate=1e-2, warmup_steps=0,
@@ -149,13 +150,12 @@ def _main(directory: str) -> None:
 
 
 def test_restore_onto_a_different_mesh_is_bitwise_equal(tmp_path):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
          "JAX_PLATFORMS": "cpu",
-         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
   proc = subprocess.run([sys.executable, __file__, str(tmp_path / "run")], env=env,
                         capture_output=True, text=True, timeout=600,
-                        cwd=root)
+                        cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-4000:]
   report = json.loads(next(l for l in proc.stdout.splitlines()
                            if l.startswith("RESULT "))[len("RESULT "):])

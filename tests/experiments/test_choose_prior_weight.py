@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import conftest
+from tests import conftest
 
 
 @pytest.fixture(scope="module")
