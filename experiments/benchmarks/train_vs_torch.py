@@ -1,13 +1,19 @@
-"""Benchmark: rarejax train step side by side with Hugging Face transformers + torch (CPU, fp32).
+"""Benchmark: rarejax train step side by side with Hugging Face transformers + torch (CPU).
 
 The same Llama config on both sides (vocab, d_model, layers, heads, kv heads, mlp, RoPE theta,
 norm eps, via model.hf_import.hf_config_dict; parameter counts are checked equal), the same
-synthetic batch (B x L random tokens, next-token targets), fp32, mean next-token cross-entropy
+synthetic batch (B x L random tokens, next-token targets), mean next-token cross-entropy
 over all tokens, AdamW with the same hyper-parameters (train_step.OPTIMIZER: warmup-cosine
 learning rate, b1 0.9, b2 0.95, eps 1e-8, decoupled weight decay 0.1 on matrices but not on
 norms or the embedding table, global-norm clipping at 1.0). torch runs what a user gets by
 default: `LlamaForCausalLM` in train mode, eager PyTorch (no torch.compile), the default
 AdamW implementation, with attn_implementation "sdpa" (the default) and "eager".
+
+Dtypes (--dtypes, each side by side in the same interleaved rounds): float32; bfloat16 is each
+library's mixed precision with float32 parameters, optimizer and loss: rarejax's compute dtype
+(ModelConfig.dtype: bf16 matmuls with float32 accumulation, rarejax.model.layers.dense) and
+torch's CPU autocast (`torch.autocast("cpu", torch.bfloat16)` around the forward, the user's way
+to reach the bf16 units). Every ratio compares runners of one dtype.
 
 Both run in one process with the same thread count (torch.set_num_threads = the cores JAX
 uses), interleaved step by step (rarejax, torch sdpa, torch eager, rarejax, ...) after warm-up,
@@ -23,6 +29,7 @@ Usage (~2 minutes for both presets on an idle 2-core machine; small_7m alone ~30
 Writes experiments/benchmarks/results/train_vs_torch.json (or --out) and prints a table.
 """
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -66,9 +73,10 @@ def torch_model(config: ModelConfig, seq_len: int, attn: str) -> torch.nn.Module
   return model
 
 
-def torch_step(config: ModelConfig, batch_size: int, seq_len: int,
-               attn: str) -> Callable[[], dict[str, float]]:
-  """One HF training step: forward, mean CE, backward, clip, AdamW (decay on matrices only)."""
+def torch_step(config: ModelConfig, batch_size: int, seq_len: int, attn: str,
+               dtype: str = "float32") -> Callable[[], dict[str, float]]:
+  """One HF training step: forward (under bf16 autocast for dtype 'bfloat16'), mean CE, backward,
+  clip, AdamW (decay on matrices only)."""
   model = torch_model(config, seq_len, attn)
   opt_config = common.OPTIMIZER
   decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed_tokens" not in n]
@@ -83,8 +91,9 @@ def torch_step(config: ModelConfig, batch_size: int, seq_len: int,
                      for a in common.synthetic_tokens(config.vocab_size, batch_size, seq_len))
 
   def run() -> dict[str, float]:
-    logits = model(input_ids=inputs).logits
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+      logits = model(input_ids=inputs).logits
+    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                              targets.reshape(-1))
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opt_config.grad_clip_norm)
@@ -102,14 +111,27 @@ def timed(run: Callable[[], dict[str, float]]) -> tuple[float, float]:
   return time.perf_counter() - start, common.cpu_seconds() - start_cpu
 
 
+def runner_name(library: str, dtype: str) -> str:
+  """'rarejax' / 'torch_sdpa' in float32 (the names of the earlier float32-only results), with a
+  dtype suffix otherwise."""
+  return library if dtype == "float32" else f"{library}_{dtype}"
+
+
 def compare(config: ModelConfig, batch_size: int, seq_len: int, rounds: int,
-            warmup: int) -> dict:
-  """Interleaved timing of rarejax and each torch attention implementation on one preset."""
+            warmup: int, dtypes: tuple[str, ...] = ("float32",)) -> dict:
+  """Interleaved timing of rarejax and each torch attention implementation on one preset, in
+  each dtype."""
   load_before = os.getloadavg()[0]
-  jax_run, jax_info = common.rarejax_step(config, batch_size, seq_len)
-  runners = {"rarejax": jax_run}
-  for attn in ATTN_IMPLEMENTATIONS:
-    runners[f"torch_{attn}"] = torch_step(config, batch_size, seq_len, attn)
+  runners, dtype_of, compile_s = {}, {}, {}
+  for dtype in dtypes:
+    name = runner_name("rarejax", dtype)
+    runners[name], info = common.rarejax_step(dataclasses.replace(config, dtype=dtype),
+                                              batch_size, seq_len)
+    compile_s[name] = info["compile_s"]
+    for attn in ATTN_IMPLEMENTATIONS:
+      runners[runner_name(f"torch_{attn}", dtype)] = torch_step(config, batch_size, seq_len,
+                                                                attn, dtype)
+    dtype_of.update({runner: dtype for runner in runners if runner not in dtype_of})
   first_loss = {name: run()["loss"] for name, run in runners.items()}
   for _ in range(warmup - 1):  # glibc settles its heap over the first steps
     for run in runners.values():
@@ -125,15 +147,15 @@ def compare(config: ModelConfig, batch_size: int, seq_len: int, rounds: int,
   flops_per_step = common.analytic_flops_per_token(config, seq_len) * tokens
   result = {"params": transformer.count_params(transformer.abstract_params(config)),
             "config": config.to_dict(), "batch_size": batch_size, "seq_len": seq_len,
-            "warmup_steps": warmup, "rounds": rounds, "rarejax_compile_s": jax_info["compile_s"],
+            "warmup_steps": warmup, "rounds": rounds, "rarejax_compile_s": compile_s,
             "analytic_flops_per_step": flops_per_step, "first_step_loss": first_loss,
             "load_average_1min_before_after": [load_before, os.getloadavg()[0]], "runs": {}}
-  jax_s = float(np.median(wall["rarejax"]))
-  for name in runners:
+  for name, dtype in dtype_of.items():
+    jax_s = float(np.median(wall[runner_name("rarejax", dtype)]))
     step_s = float(np.median(wall[name]))
     result["runs"][name] = {"step_s_median": step_s, "step_s_all": wall[name],
                             "cpu_s_all": cpu[name], "tokens_per_s": tokens / step_s,
-                            "achieved_flops_per_s": flops_per_step / step_s,
+                            "dtype": dtype, "achieved_flops_per_s": flops_per_step / step_s,
                             "rarejax_speedup": step_s / jax_s}
   return result
 
@@ -145,6 +167,8 @@ def main() -> None:
   parser.add_argument("--seq_len", type=int, default=256)
   parser.add_argument("--rounds", type=int, default=5, help="timed steps per runner")
   parser.add_argument("--warmup", type=int, default=3, help="untimed steps per runner")
+  parser.add_argument("--dtypes", nargs="+", default=["float32"],
+                      choices=("float32", "bfloat16"), help="compute dtypes, side by side")
   parser.add_argument("--out", default=str(common.RESULTS / "train_vs_torch.json"))
   common.add_malloc_flag(parser)
   args = parser.parse_args()
@@ -156,7 +180,7 @@ def main() -> None:
   results = {}
   for name in args.presets:
     results[name] = compare(preset(name), args.batch_size, args.seq_len, args.rounds,
-                            args.warmup)
+                            args.warmup, tuple(args.dtypes))
     print(f"{name}: rarejax/torch_sdpa "
           f"{results[name]['runs']['torch_sdpa']['rarejax_speedup']:.2f}x", flush=True)
   peaks.append(common.measure_matmul_peak())
@@ -166,18 +190,18 @@ def main() -> None:
       run["mfu_vs_measured_matmul_peak"] = run["achieved_flops_per_s"] / peak
   out = {**common.environment(args.malloc), "torch": torch.__version__,
          "transformers": transformers.__version__, "threads_jax_and_torch": threads,
-         "dtype": "float32", "measured_matmul_peak_flops_per_s": peak,
+         "dtypes": args.dtypes, "measured_matmul_peak_flops_per_s": peak,
          "matmul_peak_before_after_flops_per_s": peaks, "presets": results}
   pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   pathlib.Path(args.out).write_text(json.dumps(out, indent=1))
 
   print(f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; {threads} threads each; malloc {args.malloc}")
-  print(f"{'preset':<11} {'runner':<12} {'step s':>7} {'tok/s':>7} {'MFU':>6} "
+  print(f"{'preset':<11} {'runner':<20} {'step s':>7} {'tok/s':>7} {'MFU':>6} "
         f"{'rarejax x':>9} {'load before/after':>18}")
   for name, result in results.items():
     load = "/".join(f"{x:.1f}" for x in result["load_average_1min_before_after"])
     for runner, r in result["runs"].items():
-      print(f"{name:<11} {runner:<12} {r['step_s_median']:>7.2f} {r['tokens_per_s']:>7.0f} "
+      print(f"{name:<11} {runner:<20} {r['step_s_median']:>7.2f} {r['tokens_per_s']:>7.0f} "
             f"{r['mfu_vs_measured_matmul_peak']:>6.1%} {r['rarejax_speedup']:>9.2f} {load:>18}")
   print(f"wrote {args.out}")
 
