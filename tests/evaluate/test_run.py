@@ -68,8 +68,10 @@ def test_tiny_honest_run_end_to_end(kb, tmp_path, capsys):
   jsonl = doc["benchmarks"]["jsonl"]
   assert set(jsonl["methods"]) == {f"{n}.{m}" for m in ("oracle", "text") for n in
                                    ("resnik", "likelihood_ratio", "case_resnik", "rrf")}
-  assert jsonl["slices"] == {"all": 8, "seen": 5, "unseen": 3, "unannotated": 1,
-                             "few_findings": 0}
+  styles = {k: n for k, n in jsonl["slices"].items() if k.startswith("style:")}
+  assert {k: n for k, n in jsonl["slices"].items() if k not in styles} == {
+      "all": 8, "seen": 5, "unseen": 3, "unannotated": 1, "few_findings": 0}
+  assert sum(styles.values()) == 8 and len(styles) > 1  # rendered notes, sliced by style
   assert jsonl["methods"]["resnik.oracle"]["metrics"]["unannotated"]["found"]["value"] == 0.0
   assert jsonl["n_excluded_publications"] == 8
   assert doc["provenance"]["knowledge"]["n_excluded_pmids"] == 8
