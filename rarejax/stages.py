@@ -208,10 +208,11 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
   """Held-out simulated notes (the 'test' split, which nothing before this stage reads): the
   export of every earlier stage (greedy) next to classical rankers over the experiment's
   diseases — reading the structured phenotypes ('oracle') and the HPO concepts recognized in the
-  note ('text') — plus oracle Resnik over every disease ('resnik.oracle.all_omim'), all through
-  the one report path. The case-based rankers search the simulated training cases (what the
-  model learned from); the fusions' weights are chosen on the validation split. `rankers` default to methods.DEFAULT_CLASSICAL (methods.CLASSICAL adds the
-  older kNN and fusion).
+  note ('text') — plus, when the experiment has a subset of the diseases, oracle Resnik over every
+  disease ('resnik.oracle.all_omim'), all through the one report path. The case-based rankers
+  search the simulated training cases (what the model learned from); the fusions' weights are
+  chosen on the validation split. `rankers` default to methods.DEFAULT_CLASSICAL
+  (methods.CLASSICAL adds the older kNN and fusion).
 
   `model_stages` limits the models to those stages' exports (default: every export).
   Writes the evaluation report to <stage>/report/ (metrics.json with bootstrap intervals,
@@ -240,8 +241,9 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
     tuning = methods_lib.FusionTuning(kb, train_cases, _simulated_cases(data, "validation"))
   methods += methods_lib.classical_methods(kb, rankers, modes, train_cases, tuning,
                                            recognizer=recognizer, disease_ids=diseases)
-  methods += [dataclasses.replace(method, suffix=".all_omim")  # the model's world vs every disease
-              for method in methods_lib.classical_methods(kb, ["resnik"], ["oracle"])]
+  if diseases:  # the model's world vs every disease (without a subset, resnik.oracle is that)
+    methods += [dataclasses.replace(method, suffix=".all_omim")
+                for method in methods_lib.classical_methods(kb, ["resnik"], ["oracle"])]
   equivalence = knowledge.IdEquivalence({d.id: d.xrefs for d in kb.diseases.values()})
   results = run_lib.evaluate([bench], methods, equivalence, recognizer)
   config = {"num_cases": len(cases), "rankers_over": bench.config["n_diseases"],

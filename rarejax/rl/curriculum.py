@@ -146,6 +146,10 @@ class Curriculum:
       start = end
     return spans
 
+  def _span(self, task: str) -> tuple[int, int]:
+    """(first step, end step) of task level `task`."""
+    return next((start, end) for t, start, end in self.spans() if t == task)
+
   def task_at(self, step: int) -> str:
     """The task level of `step` (steps past the schedule stay on the last level)."""
     for task, start, end in self.spans():
@@ -159,7 +163,7 @@ class Curriculum:
     if not self.measures_tiers:
       return False
     task = self.task_at(step)
-    start = next(s for t, s, _ in self.spans() if t == task)
+    start, _ = self._span(task)
     every = self.config.refresh_every
     return (self.measured_at.get(task, -1) < start
             or (every > 0 and step > 0 and step % every == 0 and self.measured_at[task] < step))
@@ -178,7 +182,7 @@ class Curriculum:
   def phase(self, step: int) -> tuple[str, int]:
     """(task level, tier) of a curriculum step."""
     task = self.task_at(step)
-    _, start, end = next(s for s in self.spans() if s[0] == task)
+    start, end = self._span(task)
     tiers = self.tiers(task)
     if (tiers == UNMEASURED).any():
       raise ValueError(f"pass rates of task level {task!r} are not measured; the curriculum "
