@@ -13,7 +13,8 @@ and writes the carry folder, replacing one that is there:
   token_cache/     the provider's tasks (train split) and rates.json in the layout of
                    rarejax.data.cached_batches; tokens stored as uint16 when every id fits;
                    the soft targets of the stage's `train_batches.soft_targets`, when it has
-                   them (rarejax.data.soft_targets: ids uint16, probabilities float16)
+                   them (rarejax.data.soft_targets: ids uint16, probabilities float16), and
+                   its ranker hints of `train_batches.ranker_hints` (rarejax.data.ranker_hints)
   tokenizer.model  the SentencePiece model
   pylib/gin/       gin-config (pure Python), which an accelerator image may lack: put pylib on
                    PYTHONPATH there
@@ -54,6 +55,7 @@ import numpy as np
 
 from rarejax import atomic_io, release
 from rarejax.data import cached_batches
+from rarejax.data import ranker_hints
 from rarejax.data import soft_targets
 from rarejax.model import transformer
 from rarejax.model.config import ModelConfig
@@ -81,10 +83,12 @@ def _token_dtype(tokens: np.ndarray) -> np.dtype:
 
 
 def write_token_cache(data_dir: pathlib.Path, provider: str, out: pathlib.Path,
-                      soft: soft_targets.SoftTargets | None = None) -> None:
+                      soft: soft_targets.SoftTargets | None = None,
+                      hints: ranker_hints.RankerHints | None = None) -> None:
   """Copies the train split of the provider's cached tasks and its rates.json into
   out/token_cache (cached_batches layout), token ids as uint16 where they fit, and the splits'
-  soft targets of the `soft` settings (soft_targets.copy_compact)."""
+  soft targets of the `soft` settings and ranker hints of the `hints` settings (copy_compact of
+  rarejax.data.soft_targets and rarejax.data.ranker_hints)."""
   rates = cached_batches.read_rates(data_dir, provider)
   for task in rates:
     source = cached_batches.split_dir(data_dir, task, "train")
@@ -98,6 +102,8 @@ def write_token_cache(data_dir: pathlib.Path, provider: str, out: pathlib.Path,
     (folder / cached_batches.META).write_text(json.dumps(split.meta, indent=1))
     if soft is not None:
       soft_targets.copy_compact(source, folder, soft)
+    if hints is not None:
+      ranker_hints.copy_compact(source, folder, hints)
   path = cached_batches.rates_path(out, provider)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(rates, indent=1, sort_keys=True))
@@ -106,14 +112,15 @@ def write_token_cache(data_dir: pathlib.Path, provider: str, out: pathlib.Path,
 def write_carry(out: str | os.PathLike, *, data_dir: pathlib.Path, provider: str, settings,
                 metadata: dict[str, Any], vocabulary: pathlib.Path, stage: str,
                 source: dict[str, Any], max_bytes: int,
-                soft: soft_targets.SoftTargets | None = None) -> int:
+                soft: soft_targets.SoftTargets | None = None,
+                hints: ranker_hints.RankerHints | None = None) -> int:
   """Writes the carry folder (module docstring) from a built token cache and a stage's
   settings (rarejax.train.stage.StageSettings); returns its size in bytes. Raises ValueError,
   writing nothing, when it would exceed `max_bytes`."""
   out = pathlib.Path(out).absolute()
   with atomic_io.replaced_folder(out, max_bytes, "the carry",
                                  "train on fewer tasks or shorter data") as staging:
-    write_token_cache(data_dir, provider, staging, soft)
+    write_token_cache(data_dir, provider, staging, soft, hints)
     shutil.copyfile(vocabulary, staging / TOKENIZER_FILE)
     shutil.copytree(pathlib.Path(gin.__file__).parent, staging / PYLIB / "gin",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -123,7 +130,8 @@ def write_carry(out: str | os.PathLike, *, data_dir: pathlib.Path, provider: str
             "optimizer_config": dataclasses.asdict(settings.optimizer_config),
             "loop_config": dataclasses.asdict(settings.loop_config),
             "metadata": {**metadata, "vocabulary": TOKENIZER_FILE}, "source": source,
-            "soft_targets": dataclasses.asdict(soft) if soft is not None else None}
+            "soft_targets": dataclasses.asdict(soft) if soft is not None else None,
+            "ranker_hints": dataclasses.asdict(hints) if hints is not None else None}
     (staging / SPEC_FILE).write_text(json.dumps(spec, indent=1, ensure_ascii=False))
   return atomic_io.folder_bytes(out)
 
@@ -142,17 +150,22 @@ def prepare(workdir: str | os.PathLike, gin_files: Sequence[str], gin_bindings: 
   vocabulary = data.vocabulary()
   with gin.config_scope(stage):
     settings = train_stage_lib.stage_settings(vocabulary.vocab_size)
-    soft = stages.train_input().soft_targets
+    train_input = stages.train_input()
+    soft, hints = train_input.soft_targets, train_input.ranker_hints
+    metadata = {**experiment.export_metadata(kb, data), **stages.hints_metadata()}
   provider = token_cache.build_cache(stages.training_provider(names, settings.rates),
                                      data.data_dir)
   if soft is not None:
     stages.build_soft_targets(data.data_dir, provider, soft,
                               stages.experiment_soft_sources(kb, data, names))
+  if hints is not None:
+    stages.build_ranker_hints(data.data_dir, provider, hints,
+                              stages.experiment_soft_sources(kb, data, names))
   size = write_carry(out, data_dir=data.data_dir, provider=provider, settings=settings,
-                     metadata=experiment.export_metadata(kb, data), vocabulary=data.vocabulary_path,
+                     metadata=metadata, vocabulary=data.vocabulary_path,
                      stage=stage, source={"workdir": str(workdir), "gin_files": list(gin_files),
                                           "gin_bindings": list(gin_bindings)},
-                     max_bytes=int(max_mib * 2**20), soft=soft)
+                     max_bytes=int(max_mib * 2**20), soft=soft, hints=hints)
   params = transformer.count_params(transformer.abstract_params(settings.model_config))
   return {"carry": str(pathlib.Path(out).absolute()), "carry_mib": size / 2**20,
           "provider": provider, "params": params, "export_mb": 2 * params / 1e6,
@@ -254,10 +267,12 @@ def train(carry: str | os.PathLike, workdir: str | os.PathLike, out: str | os.Pa
 
   soft = spec.get("soft_targets")
   soft = soft_targets.SoftTargets(**soft) if soft else None
+  hints = spec.get("ranker_hints")
+  hints = ranker_hints.RankerHints(**hints) if hints else None
 
   def batches_from(start: int) -> Iterator[dict[str, np.ndarray]]:
     stream = cached_batches.cached_batches(carry, spec["provider"], length, batch_size,
-                                           seed=loop_config.seed, soft=soft)
+                                           seed=loop_config.seed, soft=soft, hints=hints)
     return prefetched(itertools.islice(stream, start, None))
 
   metadata = {**spec["metadata"], "model_config": model_config.to_dict()}

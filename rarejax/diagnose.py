@@ -173,7 +173,8 @@ def make_method(args: argparse.Namespace, resources: Resources) -> model_method.
   return model_method.ModelMethod(resources.model, resources.index, config, top_k=args.top_k,
                                   batch_size=args.model_batch_size,
                                   max_cache_length=args.max_cache_length,
-                                  prior_weight=args.prior_weight and args.prior_weight[0])
+                                  prior_weight=args.prior_weight and args.prior_weight[0],
+                                  hint_knowledge=resources.kb)
 
 
 def _finding_json(finding: evidence.NoteFinding, kb: knowledge.KnowledgeBase) -> dict[str, str]:

@@ -127,11 +127,13 @@ def grounding_index(kb: knowledge.KnowledgeBase) -> knowledge.GroundingIndex:
 
 def export_metadata(kb: knowledge.KnowledgeBase, data) -> dict[str, Any]:
   """What a training stage records with its checkpoints and export: the knowledge version, the
-  vocabulary, the prompt style and how the differential is read — the first entry's id
+  vocabulary, the prompt style and the number of diseases its prompts ask for, and how the
+  differential is read — the first entry's id
   distribution for a model that answers first with id pieces (read back by model_method when
   the export is evaluated)."""
   return {"knowledge": kb.version.as_dict(with_pmids=True),
           "vocabulary": str(data.vocabulary_path),
           export_lib.PROMPT_INSTRUCTION: data.spec.instruction,
+          export_lib.PROMPT_CANDIDATES: data.spec.n_ranked,
           export_lib.ANSWER_RANKING: ("first_entry" if data.spec.first_entry_ranking
                                         else "generate")}

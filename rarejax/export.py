@@ -32,6 +32,9 @@ from rarejax.parallel import rules as rules_lib
 from rarejax.train import checkpoint
 
 PROMPT_INSTRUCTION = "prompt_instruction"  # metadata.json key: the prompt style trained with
+# metadata.json key: how many diseases the training prompts asked for (DataSpec.n_ranked: 'List the
+# N most likely ...'); inference asks for the same (ModelMethod), its top_k when not recorded
+PROMPT_CANDIDATES = "prompt_candidates"
 # metadata.json key: how the model's differential is read ('generate': decode the answer list;
 # 'first_entry': the top k of the first answer entry's distribution over disease-id pieces,
 # for models that answer first with id pieces; rarejax.sample.first_entry)

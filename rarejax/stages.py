@@ -35,6 +35,7 @@ from rarejax import pipeline
 from rarejax.data import batches as batches_lib
 from rarejax.data import builders
 from rarejax.data import cached_batches
+from rarejax.data import ranker_hints as ranker_hints_lib
 from rarejax.data import soft_targets as soft_targets_lib
 from rarejax.data import stage as data_stage
 from rarejax.data import tasks as tasks_lib
@@ -88,11 +89,13 @@ class TrainInput:
   """How a training stage reads its batches (train_input)."""
   pipeline: str = "cached"
   soft_targets: soft_targets_lib.SoftTargets | None = None
+  ranker_hints: ranker_hints_lib.RankerHints | None = None
 
 
 @gin.configurable("train_batches")
 def train_input(input_pipeline: str = "cached",
-                soft_targets: soft_targets_lib.SoftTargets | None = None) -> TrainInput:
+                soft_targets: soft_targets_lib.SoftTargets | None = None,
+                ranker_hints: ranker_hints_lib.RankerHints | None = None) -> TrainInput:
   """The input settings of the training stage whose gin scope is active.
 
   input_pipeline (gin `train_batches.input_pipeline`): 'cached' tokenizes each task once into
@@ -101,35 +104,46 @@ def train_input(input_pipeline: str = "cached",
   soft_targets (gin, e.g. `sft/train_batches.soft_targets = @SoftTargets()`): the diagnosis
   tasks of the mixture get soft first-answer targets from the knowledge's Resnik ranker
   (rarejax.data.soft_targets; cached input pipeline only).
+  ranker_hints (gin, e.g. `sft/train_batches.ranker_hints = @RankerHints()`): the prompts of the
+  diagnosis tasks end with the knowledge's Resnik ranker's best diseases for the note
+  (rarejax.data.ranker_hints; cached input pipeline only); the export records them so that
+  inference adds the same.
   """
   if input_pipeline not in ("cached", "seqio"):
     raise ValueError(f"train_batches.input_pipeline must be 'cached' or 'seqio', got "
                      f"{input_pipeline!r}")
-  if soft_targets is not None and input_pipeline != "cached":
-    raise ValueError("train_batches.soft_targets needs train_batches.input_pipeline = 'cached'")
-  return TrainInput(input_pipeline, soft_targets)
+  for name, value in (("soft_targets", soft_targets), ("ranker_hints", ranker_hints)):
+    if value is not None and input_pipeline != "cached":
+      raise ValueError(f"train_batches.{name} needs train_batches.input_pipeline = 'cached'")
+  return TrainInput(input_pipeline, soft_targets, ranker_hints)
 
 
 def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[str, float],
                  sequence_length: int, batch_size: int, seed: int,
                  soft_sources: Callable[[], SoftSources] | None = None):
   """batches_from(start_step) of a training stage: its task roles mixed at their rates, read as
-  train_input() says; soft targets are built from `soft_sources` (the experiment's knowledge
-  and diagnosis datasets) when the stage asks for them."""
+  train_input() says; soft targets and ranker hints are built from `soft_sources` (the
+  experiment's knowledge and diagnosis datasets) when the stage asks for them."""
   settings = train_input()
   provider = training_provider(names, rates)
   if settings.pipeline == "cached":
     provider = token_cache.build_cache(provider, data_dir)
+  for name, value in (("soft_targets", settings.soft_targets),
+                      ("ranker_hints", settings.ranker_hints)):
+    if value is not None and soft_sources is None:
+      raise ValueError(f"train_batches.{name}: this stage does not know its diagnosis datasets "
+                       "(soft targets and ranker hints are for the cpt/sft/trajectory_sft "
+                       "stages)")
   if settings.soft_targets is not None:
-    if soft_sources is None:
-      raise ValueError("train_batches.soft_targets: this stage does not know its diagnosis "
-                       "datasets (soft targets are for the cpt/sft/trajectory_sft stages)")
     build_soft_targets(data_dir, provider, settings.soft_targets, soft_sources())
+  if settings.ranker_hints is not None:
+    build_ranker_hints(data_dir, provider, settings.ranker_hints, soft_sources())
 
   def batches_from(start: int):
     if settings.pipeline == "cached":
       stream = cached_batches.cached_batches(data_dir, provider, sequence_length, batch_size,
-                                             seed=seed, soft=settings.soft_targets)
+                                             seed=seed, soft=settings.soft_targets,
+                                             hints=settings.ranker_hints)
     else:
       stream = batches_lib.get_batches(provider, sequence_length, batch_size, seed=seed)
     return itertools.islice(stream, start, None)
@@ -138,8 +152,9 @@ def _batches_for(names: dict[str, str], data_dir: pathlib.Path, rates: Mapping[s
 
 @dataclasses.dataclass(frozen=True)
 class SoftSources:
-  """What soft targets are built from: the experiment's phenotype index and tokenizer, and the
-  builder config of each diagnosis task (task name → config)."""
+  """What soft targets and ranker hints are built from: the experiment's knowledge, phenotype
+  index and tokenizer, and the builder config of each diagnosis task (task name → config)."""
+  kb: knowledge.KnowledgeBase
   index: PhenotypeIndex
   vocabulary: Any
   configs: dict[str, builders.RarejaxConfig]
@@ -151,7 +166,7 @@ def experiment_soft_sources(kb: knowledge.KnowledgeBase, data,
   configs = {names["diagnosis"]: data.simulated}
   if data.real is not None:
     configs[names["real_diagnosis"]] = data.real
-  return SoftSources(PhenotypeIndex(kb), data.vocabulary(), configs)
+  return SoftSources(kb, PhenotypeIndex(kb), data.vocabulary(), configs)
 
 
 def build_soft_targets(data_dir: pathlib.Path, provider: str,
@@ -170,6 +185,21 @@ def build_soft_targets(data_dir: pathlib.Path, provider: str,
                            (split.tokens["targets"], split.offsets["targets"]))
 
 
+def build_ranker_hints(data_dir: pathlib.Path, provider: str,
+                       config: ranker_hints_lib.RankerHints, sources: SoftSources) -> None:
+  """Ranker hints for every diagnosis task the cached `provider` mixes (others get none)."""
+  tasks = [t for t in cached_batches.read_rates(data_dir, provider) if t in sources.configs]
+  if not tasks:
+    raise ValueError(f"train_batches.ranker_hints: the stage's mixture {provider} has no "
+                     "diagnosis task to give hints to")
+  hints = ranker_hints_lib.HintRanker(sources.kb, sources.vocabulary, config)
+  for task in tasks:
+    folder = cached_batches.split_dir(data_dir, task, "train")
+    builder = builders.builder_for(sources.configs[task], data_dir)
+    ranker_hints_lib.build(folder, builders.examples(builder, "train"), hints,
+                           len(cached_batches.open_split(folder)))
+
+
 def _previous_trajectories(ctx: pipeline.StageContext,
                            kb: knowledge.KnowledgeBase) -> builders.TrajectoryConfig | None:
   """The trajectory dataset of the nearest earlier stage that wrote one (a 'rers' stage)."""
@@ -177,6 +207,12 @@ def _previous_trajectories(ctx: pipeline.StageContext,
     if result.get("trajectories"):
       return builders.TrajectoryConfig.create(kb, path=result["trajectories"])
   return None
+
+
+def hints_metadata() -> dict:
+  """The export metadata of the active training stage's ranker hints (none without them)."""
+  hints = train_input().ranker_hints
+  return {ranker_hints_lib.METADATA_KEY: hints.metadata()} if hints is not None else {}
 
 
 def _train(ctx: pipeline.StageContext) -> dict:
@@ -191,7 +227,7 @@ def _train(ctx: pipeline.StageContext) -> dict:
       workdir=ctx.folder,
       vocab_size=vocabulary.vocab_size, init_export=ctx.previous_export(),
       eval_fn=experiment.make_eval_fn(data, vocabulary),
-      metadata=experiment.export_metadata(kb, data))
+      metadata={**experiment.export_metadata(kb, data), **hints_metadata()})
   if data.spec.first_entry_ranking:  # the answers' prior, for logit adjustment at ranking time
     rates = train_stage_lib.stage_settings(vocabulary.vocab_size).rates
     provider = token_cache.build_cache(training_provider(names, rates), data.data_dir)
@@ -231,7 +267,8 @@ def eval_stage(ctx: pipeline.StageContext, num_cases: int = 100,
   methods: list[methods_lib.Method] = [
       model_method.ModelMethod(export_lib.load_model(result["export"]), index,
                                generation_config, batch_size=batch_size,
-                               instruction=data.spec.instruction, name=f"model.{stage}")
+                               instruction=data.spec.instruction, name=f"model.{stage}",
+                               hint_knowledge=kb)
       for stage, result in ctx.results.items()
       if result.get("export") and (not model_stages or stage in model_stages)]
   recognizer = concepts.ConceptRecognizer.from_knowledge(kb)

@@ -14,7 +14,7 @@ import pytest
 
 from rarejax import carry, experiment, release, stages
 from rarejax import export as export_lib
-from rarejax.data import cached_batches, soft_targets, token_cache
+from rarejax.data import cached_batches, ranker_hints, soft_targets, token_cache
 from rarejax.model import transformer
 from rarejax.model.config import preset
 from rarejax.train import loop, optimizer
@@ -104,6 +104,48 @@ def test_soft_targets_travel_compact_and_stream_the_same_rows(tiny_carry, kb, tm
     assert any(a["soft_probs"].sum() > 0 for a in itertools.islice(stream(out), 3))
   finally:
     shutil.rmtree(written)  # the module's other tests read this cache without soft targets
+
+
+def test_ranker_hints_travel_compact_and_stream_the_same_prompts(tiny_carry, kb, tmp_path):
+  """A stage with ranker hints: the carry holds them (uint16 ids, 65535 for none), its spec names
+  the settings, and its batches' prompts end with the same hints as the source's."""
+  _, prepared, provider = tiny_carry
+  config = ranker_hints.RankerHints(k=2)
+  task = sorted(cached_batches.read_rates(prepared.data_dir, provider))[0]
+  source = cached_batches.split_dir(prepared.data_dir, task, "train")
+  n = len(cached_batches.open_split(source))
+  written = ranker_hints.folder_of(source, config)
+  written.mkdir()
+  ids = np.random.default_rng(0).integers(0, 900, (n, 2)).astype(np.int32)
+  ids[::3, 1] = ranker_hints.NONE
+  np.save(written / "ids.npy", ids)
+  (written / ranker_hints.META).write_text(json.dumps({"prefix_tokens": [5, 6]}))
+  try:
+    settings = train_stage_lib.StageSettings(
+        rates={"sft_mixture": 1.0}, sequence_length=256, batch_size=2,
+        model_config=preset("tiny_llama", vocab_size=prepared.vocabulary().vocab_size),
+        optimizer_config=optimizer.OptimizerConfig(), loop_config=loop.LoopConfig())
+    out = tmp_path / "carry"
+    carry.write_carry(out, data_dir=prepared.data_dir, provider=provider, settings=settings,
+                      metadata=experiment.export_metadata(kb, prepared),
+                      vocabulary=prepared.vocabulary_path, stage="sft", source={},
+                      max_bytes=60 * 2**20, hints=config)
+    carried = ranker_hints.folder_of(cached_batches.split_dir(out, task, "train"), config)
+    assert np.load(carried / "ids.npy").dtype == np.uint16
+    assert json.loads((out / carry.SPEC_FILE).read_text())["ranker_hints"] == {"k": 2}
+    np.testing.assert_array_equal(ranker_hints.load(source, config).ids,
+                                  ranker_hints.load(cached_batches.split_dir(out, task, "train"),
+                                                    config).ids)
+    stream = lambda d, h: cached_batches.cached_batches(d, provider, 2048, 2, seed=0,
+                                                        shard=(0, 1), hints=h)
+    for a, b in itertools.islice(zip(stream(prepared.data_dir, config), stream(out, config)), 3):
+      np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    split = cached_batches.open_split(cached_batches.split_dir(out, task, "train"), hints=config)
+    plain = cached_batches.open_split(cached_batches.split_dir(out, task, "train"))
+    assert split.example(0)[0].tolist() == plain.example(0)[0].tolist() + [5, 6, ids[0, 0]]
+    assert split.example(1)[0].tolist() == plain.example(1)[0].tolist() + [5, 6, *ids[1]]
+  finally:
+    shutil.rmtree(written)  # the module's other tests read this cache without hints
 
 
 def test_write_carry_refuses_a_carry_over_its_limit(tiny_carry, tmp_path):

@@ -17,6 +17,16 @@ def _run(workdir, *extra):
   return main_lib.main(["--workdir", str(workdir), *TINY, *extra])
 
 
+# A model answering first with one disease-id piece (the full recipe's answer).
+ID_PIECES = ["DataSpec.id_pieces = True", "DataSpec.answer = 'id'", "DataSpec.reasoning = 'none'",
+             "DataSpec.instruction = 'none'", "DataSpec.n_ranked = 1"]
+
+
+def _bound(bindings):
+  """--gin_bindings flags for each binding."""
+  return [flag for binding in bindings for flag in ("--gin_bindings", binding)]
+
+
 def _losses(folder):
   return [r["train/loss"] for r in writers.read_metrics(folder) if "train/loss" in r]
 
@@ -80,13 +90,9 @@ def test_an_id_piece_sft_export_carries_its_answer_prior_and_trains_soft_targets
   """A model answering first with id pieces: its sft export gets the training answers' prior,
   over exactly the diseases it was trained to name; with soft targets, every diagnosis example
   gets the Resnik teacher's row, aligned with its cached target, and the loss reads them."""
-  assert _run(tmp_path, "--gin_bindings", "run_pipeline.stages = ['data', 'sft']",
-              "--gin_bindings", "DataSpec.id_pieces = True", "--gin_bindings",
-              "DataSpec.answer = 'id'", "--gin_bindings", "DataSpec.reasoning = 'none'",
-              "--gin_bindings", "DataSpec.instruction = 'none'",
-              "--gin_bindings", "DataSpec.n_ranked = 1",
-              "--gin_bindings", "sft/train_batches.soft_targets = @SoftTargets()",
-              "--gin_bindings", "SoftTargets.k = 3") == 0
+  bindings = ["run_pipeline.stages = ['data', 'sft']", *ID_PIECES,
+              "sft/train_batches.soft_targets = @SoftTargets()", "SoftTargets.k = 3"]
+  assert _run(tmp_path, *_bound(bindings)) == 0
   metas = [json.loads(p.read_text()) for p in
            (tmp_path / "data" / "token_cache").glob("*/train/soft-resnik-k3-t0.5/meta.json")]
   assert len(metas) == 1  # the simulated diagnosis task; knowledge QA gets none
@@ -100,3 +106,37 @@ def test_an_id_piece_sft_export_carries_its_answer_prior_and_trains_soft_targets
   assert prior is not None and sum(prior.values()) == pytest.approx(1.0)
   assert len(prior) == 4 and all(k.startswith(("OMIM:", "ORPHA:")) for k in prior), prior
   assert simulated["vocab_size"] > 600  # the id pieces grew the vocabulary
+
+
+
+def test_ranker_hints_end_the_same_prompts_in_training_and_inference(tmp_path):
+  """With ranker hints, the sft stage builds them for the diagnosis task (not knowledge QA), the
+  export records them, the eval stage evaluates it, and the model's prompt for a training note
+  at inference is exactly that cached example's prompt after BOS: the same hints in both."""
+  from rarejax import experiment  # pylint: disable=import-outside-toplevel
+  from rarejax import export as export_lib  # pylint: disable=import-outside-toplevel
+  from rarejax.data import cached_batches, ranker_hints  # pylint: disable=import-outside-toplevel
+  from rarejax.evaluate import model_method  # pylint: disable=import-outside-toplevel
+  bindings = ["run_pipeline.stages = ['data', 'sft', 'eval']", *ID_PIECES,
+              "sft/train_batches.ranker_hints = @RankerHints()", "RankerHints.k = 3"]
+  assert _run(tmp_path, *_bound(bindings)) == 0
+  metas = [json.loads(p.read_text()) for p in
+           (tmp_path / "data" / "token_cache").glob("*/train/hints-resnik-k3/meta.json")]
+  assert len(metas) == 1 and metas[0]["examples"] == 12  # 4 diseases x 3 simulated patients
+  assert metas[0]["gold_among_hints"] > 0 and metas[0]["mean_hints"] == 3
+  model = export_lib.load_model(tmp_path / "sft" / "export")
+  assert ranker_hints.RankerHints.from_metadata(model.metadata) == ranker_hints.RankerHints(k=3)
+  evaluated = json.loads((tmp_path / "eval" / "result.json").read_text())
+  assert 0.0 <= evaluated["model.sft"]["top10"] <= 1.0
+  main_lib.parse_config(["experiments/tiny.gin"], ["LoopConfig.checkpoint_every = 2", *bindings])
+  kb, data, names = experiment.experiment_data(tmp_path)
+  split = cached_batches.open_split(
+      cached_batches.split_dir(data.data_dir, names["diagnosis"], "train"),
+      hints=ranker_hints.RankerHints(k=3))
+  method = model_method.ModelMethod(model, experiment.grounding_index(kb), hint_knowledge=kb)
+  for i, row in enumerate(experiment.simulated_rows(data, "train")):
+    tokens, cut = method.prompt_tokens(row["note"])
+    assert not cut and tokens[1:] == split.example(i)[0].tolist(), i
+    assert method.hints.tokens(row["note"])[-3:] == tokens[-3:]
+  with pytest.raises(ValueError, match="hint_knowledge"):
+    model_method.ModelMethod(model, experiment.grounding_index(kb))

@@ -10,6 +10,7 @@ rarejax.data.token_cache tokenizes each task once (through seqio) into
   <provider>/rates.json      {task: sampling rate}: {task: 1.0} for a Task, a Mixture's tasks
                              with their rates flattened by seqio's rules (sub-mixtures expanded)
   <task>/<split>/soft-<key>/ optional soft first-answer targets (rarejax.data.soft_targets)
+  <task>/<split>/hints-<key>/ optional knowledge-ranker hints (rarejax.data.ranker_hints)
 
 meta.json is written last into a temporary folder that is then renamed into place, so a folder
 without it is not a cache (never built, or damaged) and is refused here.
@@ -19,7 +20,8 @@ task of each example is drawn with probability ∝ its rate; each task walks thi
 its examples (i % num_shards == shard_index) in a fresh permutation every epoch, forever; all
 draws derive from the seed, so the same seed gives the same batches. Packing is
 rarejax.data.packing.batches. With `soft` settings, the examples of a split that has soft
-targets carry them (weighted) into the rows as soft_ids / soft_probs [L, K].
+targets carry them (weighted) into the rows as soft_ids / soft_probs [L, K]. With `hints`
+settings, the prompt of each example of a split that has hints ends with them.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rarejax.data import packing
+from rarejax.data import ranker_hints
 from rarejax.data import soft_targets as soft_lib
 
 CACHE_FOLDER = "token_cache"
@@ -69,24 +72,29 @@ class CachedSplit:
   tokens: dict[str, np.ndarray]  # feature → int32 [tokens]
   offsets: dict[str, np.ndarray]  # feature → int64 [N + 1]
   soft: soft_lib.SoftSplit | None = None  # soft first-answer targets, weight applied
+  hints: ranker_hints.HintSplit | None = None  # appended to each prompt
 
   def __len__(self) -> int:
     return self.meta["examples"]
 
   def example(self, i: int) -> packing.Example:
-    """(inputs ids, targets ids) of example i, plus its soft target when the split has them."""
+    """(inputs ids, targets ids) of example i, plus its soft target when the split has them;
+    the inputs end with the example's ranker hints when the split has them."""
     inputs, targets = (self.tokens[f][self.offsets[f][i]:self.offsets[f][i + 1]]
                        for f in FEATURES)
+    if self.hints is not None:
+      inputs = np.concatenate([inputs, self.hints.tokens(i)])
     if self.soft is None:
       return inputs, targets
     return inputs, targets, packing.SoftTarget(self.soft.offset, self.soft.ids[i],
                                                self.soft.probs[i])
 
 
-def open_split(folder: str | os.PathLike,
-               soft: soft_lib.SoftTargets | None = None) -> CachedSplit:
-  """A task split's cache (with its soft targets of the `soft` settings, when it has them);
-  refuses a folder without meta.json or with inconsistent arrays."""
+def open_split(folder: str | os.PathLike, soft: soft_lib.SoftTargets | None = None,
+               hints: ranker_hints.RankerHints | None = None) -> CachedSplit:
+  """A task split's cache (with its soft targets of the `soft` settings and its ranker hints of
+  the `hints` settings, when it has them); refuses a folder without meta.json or with
+  inconsistent arrays."""
   folder = pathlib.Path(folder)
   if not (folder / META).is_file():
     raise FileNotFoundError(f"{folder} is not a complete token cache ({META} missing: never "
@@ -105,7 +113,11 @@ def open_split(folder: str | os.PathLike,
                      f"{meta['examples']} examples; delete {soft_lib.folder_of(folder, soft)}")
   if teacher is not None:
     teacher = dataclasses.replace(teacher, probs=teacher.probs * np.float32(soft.weight))
-  return CachedSplit(meta, tokens, offsets, teacher)
+  hinted = ranker_hints.load(folder, hints) if hints is not None else None
+  if hinted is not None and len(hinted.ids) != meta["examples"]:
+    raise ValueError(f"ranker hints of {folder} hold {len(hinted.ids)} rows for "
+                     f"{meta['examples']} examples; delete {ranker_hints.folder_of(folder, hints)}")
+  return CachedSplit(meta, tokens, offsets, teacher, hinted)
 
 
 def host_shard() -> tuple[int, int]:
@@ -162,7 +174,8 @@ def cached_batches(data_dir: str | os.PathLike, provider: str, sequence_length: 
                    batch_size: int, split: str = "train", seed: int = 0,
                    shard: tuple[int, int] | None = None, pack: bool = True,
                    stats: packing.PackStats | None = None,
-                   soft: soft_lib.SoftTargets | None = None) -> Iterator[Batch]:
+                   soft: soft_lib.SoftTargets | None = None,
+                   hints: ranker_hints.RankerHints | None = None) -> Iterator[Batch]:
   """Packed batches of this host's share of a cached Task or Mixture, forever.
 
   Args:
@@ -175,6 +188,8 @@ def cached_batches(data_dir: str | os.PathLike, provider: str, sequence_length: 
     pack, stats: as in packing.batches.
     soft: soft-target settings: rows also carry soft_ids / soft_probs [B, L, K], set where an
       example of a split with soft targets (soft_targets.build) has its answer piece.
+    hints: ranker-hint settings: the prompts of the splits that have hints (ranker_hints.build)
+      end with them.
 
   Returns:
     an iterator of dicts packing.BATCH_KEYS (+ packing.SOFT_KEYS) → arrays [B, L(, K)]
@@ -182,7 +197,7 @@ def cached_batches(data_dir: str | os.PathLike, provider: str, sequence_length: 
   """
   rates = read_rates(data_dir, provider)
   names = sorted(rates)
-  splits = [open_split(split_dir(data_dir, name, split), soft) for name in names]
+  splits = [open_split(split_dir(data_dir, name, split), soft, hints) for name in names]
   bos_id, pad_id = _special_ids(splits)
   shard_index, num_shards = shard or host_shard()
   examples = cached_examples(splits, [rates[n] for n in names], seed, shard_index, num_shards)

@@ -105,13 +105,19 @@ def copy_compact(split_folder: str | os.PathLike, out_split_folder: str | os.Pat
   return True
 
 
+def best_k(scores: np.ndarray, k: int) -> np.ndarray:
+  """Indices of the min(k, len(scores)) best scores, best first, ties in index order."""
+  k = min(k, len(scores))
+  best = np.argpartition(-scores, k - 1)[:k]
+  return best[np.lexsort((best, -scores[best]))]
+
+
 def teacher_rows(scores: np.ndarray, tokens: np.ndarray, config: SoftTargets,
                  ) -> tuple[np.ndarray, np.ndarray]:
   """(ids [K], probs [K]) of one example: the K best-scored diseases' tokens (score ties broken
   by index order), softmax(score / T) over them."""
-  k = min(config.k, len(scores))
-  best = np.argpartition(-scores, k - 1)[:k]
-  best = best[np.lexsort((best, -scores[best]))]
+  best = best_k(scores, config.k)
+  k = len(best)
   logits = scores[best].astype(np.float64) / config.temperature
   probs = np.exp(logits - logits.max())
   ids = np.zeros(config.k, np.int32)

@@ -5,14 +5,20 @@
   outputs = method.rank(cases)       # MethodOutputs, judged like any ranker's (methods.py)
   diagnoses = method.diagnose([note])   # the same without gold: candidates, reasoning, response
 
-Prompts are the training prompts (format.build_prompt, differential task, `top_k` candidates,
-in the instruction style the export's metadata.json records under 'prompt_instruction': 'full'
+Prompts are the training prompts (format.build_prompt, differential task, asking for as many
+candidates as the training prompts did — metadata.json 'prompt_candidates', `top_k` when it
+records none —, in the instruction style the export's metadata.json records under 'prompt_instruction': 'full'
 when it records none, as older exports do); a note too long for the cache is cut at its end
 (flagged 'note_cut'). Answers come from the shared sampler (greedy by default, batched;
 generation.py, thinking budget included) and go through the shared grader's grounding
 (grader.ground_entries): entries are grounded to disease ids by written id, name or synonym,
 repeats collapse, and the first `top_k` distinct diseases are the candidates, scored 1/rank and
 labelled with the knowledge base's primary names.
+
+An export trained with ranker hints (metadata.json 'ranker_hints', rarejax.data.ranker_hints)
+gets them at inference too: each prompt ends with the knowledge's Resnik ranker's best diseases
+for the note, computed over `hint_knowledge` (for an honest evaluation, the knowledge the
+evaluated rankers get) exactly as training computed them; first-entry ranking only.
 
 Confidence (the calibration plot): the first candidate carries the probability the model gave
 its whole first answer line ('1. Name (ID)'), exp(sum of the line's token log-probs) — the
@@ -33,6 +39,7 @@ from rarejax import knowledge
 from rarejax import release
 from rarejax.cases import Case
 from rarejax.data import format as format_lib
+from rarejax.data import ranker_hints
 from rarejax.evaluate import generation
 from rarejax.evaluate import grader as grader_lib
 from rarejax.evaluate import methods as methods_lib
@@ -99,7 +106,7 @@ class ModelMethod:
     model: the loaded export.
     index: grounding of written names/ids (use the full knowledge: names are not case data).
     generation_config: decoding settings (greedy, 768 tokens by default).
-    top_k: candidates kept (and asked for in the prompt).
+    top_k: candidates kept (and asked for in the prompt when the export records no count).
     batch_size: rows decoded at once.
     max_cache_length: cache slots per row at most (prompt + response); longer notes are cut.
     grader_config: how entries' alternatives count (GraderConfig.match_alternatives).
@@ -112,6 +119,8 @@ class ModelMethod:
       metadata.json records (answer_prior.PRIOR_WEIGHT), 0 when it records none.
     name: the method's name in reports.
     notes: extra entries for `config` (e.g. the knowledge check).
+    hint_knowledge: the knowledge the ranker hints are computed over, for an export trained
+      with them (module docstring): required then, unused otherwise.
   """
 
   def __init__(self, model: export_lib.LoadedModel, index: knowledge.GroundingIndex,
@@ -120,7 +129,8 @@ class ModelMethod:
                grader_config: grader_lib.GraderConfig = grader_lib.GraderConfig(),
                instruction: str | None = None, ranking: str | None = None,
                prior_weight: float | None = None, name: str = "model.text",
-               notes: Mapping[str, Any] | None = None):
+               notes: Mapping[str, Any] | None = None,
+               hint_knowledge: knowledge.KnowledgeBase | None = None):
     if top_k < 1 or batch_size < 1:
       raise ValueError(f"ModelMethod needs top_k >= 1 and batch_size >= 1, got {top_k}, "
                        f"{batch_size}")
@@ -153,6 +163,22 @@ class ModelMethod:
           model.config, model.vocabulary, first_entry.id_answer, batch_size=batch_size,
           prior=self._prior() if self.prior_weight else None, prior_weight=self.prior_weight)
       self.after_prompt = len(self._first_entry.answer_prefix) + 1
+    self.hints = self._hint_ranker(hint_knowledge)
+    if self.hints is not None:  # the hints sit between the prompt and the response
+      self.after_prompt += len(self.hints.prefix) + self.hints.config.k
+
+  def _hint_ranker(self, kb: knowledge.KnowledgeBase | None) -> ranker_hints.HintRanker | None:
+    """The export's ranker hints over `kb` (None when it was trained without them)."""
+    config = ranker_hints.RankerHints.from_metadata(self.model.metadata)
+    if config is None:
+      return None
+    if kb is None:
+      raise ValueError(f"{self.model.export_dir} was trained with ranker hints ({config}): give "
+                       "ModelMethod the knowledge to compute them over (hint_knowledge)")
+    if self.ranking != "first_entry":
+      raise ValueError(f"ranker hints need first-entry ranking; {self.model.export_dir} ranks by "
+                       f"{self.ranking!r}")
+    return ranker_hints.HintRanker(kb, self.model.vocabulary, config)
 
   def _prior(self) -> dict[str, float]:
     """The export's answer prior (answer_prior.FILE)."""
@@ -171,6 +197,7 @@ class ModelMethod:
             "max_cache_length": self.max_cache_length, "confidence": CONFIDENCE,
             "prompt_instruction": self.instruction, "ranking": self.ranking,
             "prior_weight": self.prior_weight,
+            "ranker_hints": self.hints.config.metadata() if self.hints is not None else None,
             "training_knowledge": self.model.metadata.get("knowledge"), **self.notes}
 
   def applies(self, case: Case) -> bool:
@@ -189,18 +216,26 @@ class ModelMethod:
   def prompt(self, note: str) -> tuple[str, bool]:
     """(the prompt of `note`, whether the note was cut to fit the cache)."""
     return generation.fit_prompt(self.model.vocabulary, note,
-                                 self.max_cache_length - self.after_prompt, self.top_k,
+                                 self.max_cache_length - self.after_prompt,
+                                 self.model.metadata.get(export_lib.PROMPT_CANDIDATES, self.top_k),
                                  self.instruction)
+
+  def prompt_tokens(self, note: str) -> tuple[list[int], bool]:
+    """(the prompt's tokens, BOS first and the ranker hints last when the export has them —
+    what training's cached example reads after BOS —, whether the note was cut)."""
+    prompt, cut = self.prompt(note)
+    ids = generation.prompt_ids(self.model.vocabulary, prompt)
+    return (ids + self.hints.tokens(note) if self.hints is not None else ids), cut
 
   def diagnose(self, notes: Sequence[str]) -> list[Diagnosis]:
     """Generates and grounds an answer for each note (no gold needed)."""
+    if self._first_entry is not None:
+      fitted = [self.prompt_tokens(note) for note in notes]
+      ranked = self._first_entry.rank(self.model.params, [ids for ids, _ in fitted], self.top_k)
+      return [self.read_ranked(r, cut) for r, (_, cut) in zip(ranked, fitted)]
     vocabulary = self.model.vocabulary
     fitted = [self.prompt(note) for note in notes]
     prompts = [prompt for prompt, _ in fitted]
-    if self._first_entry is not None:
-      ranked = self._first_entry.rank(
-          self.model.params, [generation.prompt_ids(vocabulary, p) for p in prompts], self.top_k)
-      return [self.read_ranked(r, cut) for r, (_, cut) in zip(ranked, fitted)]
     longest = max(len(generation.prompt_ids(vocabulary, p)) for p in prompts)
     responses = generation.generate_responses(self._sampler(longest), self.model.params,
                                               vocabulary, prompts, self.generation)

@@ -355,7 +355,8 @@ def honest_check(args, metadata: dict, inputs: _Inputs) -> dict[str, str]:
 def build_model_methods(args, inputs: _Inputs, check: dict[str, str]
                         ) -> list[model_method.ModelMethod]:
   """The model as a method, grounding with the full knowledge; `check` from honest_check. One
-  method per --prior_weight when several are given ('model.text.w0.5', ...)."""
+  method per --prior_weight when several are given ('model.text.w0.5', ...). An export trained
+  with ranker hints gets them over the evaluation's knowledge, the one the rankers get."""
   model = export_lib.load_model(args.checkpoint, args.vocabulary)
   config = generation.GenerationConfig(max_new_tokens=args.max_new_tokens, seed=args.seed,
                                        think_tokens=args.think_tokens)
@@ -365,7 +366,7 @@ def build_model_methods(args, inputs: _Inputs, check: dict[str, str]
       model, index, config, top_k=args.top_k, batch_size=args.model_batch_size,
       max_cache_length=args.max_cache_length, prior_weight=weight,
       name="model.text" if len(weights) == 1 else f"model.text.w{weight:g}",
-      notes={"knowledge_check": check}) for weight in weights]
+      notes={"knowledge_check": check}, hint_knowledge=inputs.kb_eval) for weight in weights]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

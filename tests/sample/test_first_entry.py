@@ -90,6 +90,21 @@ def test_model_method_reads_first_entry_from_metadata(export):
   assert method.config["ranking"] == "first_entry"
 
 
+def test_prompts_ask_for_as_many_diseases_as_training_prompts_did(export):
+  """A model trained on prompts asking for 1 disease (DataSpec.n_ranked = 1, the full recipe) is
+  asked for 1 at inference too, whatever top_k it is ranked to; without a recorded count, for
+  top_k."""
+  model = export_lib.load_model(export)
+  note = "A tall boy with long fingers."
+  recorded = export_lib.LoadedModel(model.export_dir, model.config, model.params,
+                                    model.vocabulary, model.vocabulary_path,
+                                    {**model.metadata, export_lib.PROMPT_CANDIDATES: 1})
+  prompt, _ = model_method.ModelMethod(recorded, INDEX, top_k=10).prompt(note)
+  assert prompt == fmt.build_prompt(note, "differential", 1, "none")
+  prompt, _ = model_method.ModelMethod(model, INDEX, top_k=10).prompt(note)
+  assert prompt == fmt.build_prompt(note, "differential", 10, "none")
+
+
 def test_unknown_ranking_in_metadata_is_an_error(export, tmp_path):
   model = export_lib.load_model(export)
   bad = export_lib.LoadedModel(model.export_dir, model.config, model.params, model.vocabulary,
