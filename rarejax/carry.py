@@ -141,7 +141,8 @@ def prepare(workdir: str | os.PathLike, gin_files: Sequence[str], gin_bindings: 
   """The TensorFlow half: data stage, token cache, carry folder (module docstring)."""
   # TensorFlow and seqio come in with these; the train half never imports them.
   from rarejax import main as main_lib  # pylint: disable=import-outside-toplevel
-  from rarejax import experiment, pipeline, stages  # pylint: disable=import-outside-toplevel
+  from rarejax import experiment, pipeline  # pylint: disable=import-outside-toplevel
+  from rarejax.train import pipeline_stage as train_stages  # pylint: disable=import-outside-toplevel
   from rarejax.data import token_cache  # pylint: disable=import-outside-toplevel
   main_lib.parse_config(gin_files, gin_bindings)
   workdir = pathlib.Path(workdir).absolute()
@@ -150,17 +151,17 @@ def prepare(workdir: str | os.PathLike, gin_files: Sequence[str], gin_bindings: 
   vocabulary = data.vocabulary()
   with gin.config_scope(stage):
     settings = train_stage_lib.stage_settings(vocabulary.vocab_size)
-    train_input = stages.train_input()
+    train_input = train_stages.train_input()
     soft, hints = train_input.soft_targets, train_input.ranker_hints
-    metadata = {**experiment.export_metadata(kb, data), **stages.hints_metadata()}
-  provider = token_cache.build_cache(stages.training_provider(names, settings.rates),
+    metadata = {**experiment.export_metadata(kb, data), **train_stages.hints_metadata()}
+  provider = token_cache.build_cache(train_stages.training_provider(names, settings.rates),
                                      data.data_dir)
   if soft is not None:
-    stages.build_soft_targets(data.data_dir, provider, soft,
-                              stages.experiment_soft_sources(kb, data, names))
+    train_stages.build_soft_targets(data.data_dir, provider, soft,
+                                    train_stages.experiment_soft_sources(kb, data, names))
   if hints is not None:
-    stages.build_ranker_hints(data.data_dir, provider, hints,
-                              stages.experiment_soft_sources(kb, data, names))
+    train_stages.build_ranker_hints(data.data_dir, provider, hints,
+                                    train_stages.experiment_soft_sources(kb, data, names))
   size = write_carry(out, data_dir=data.data_dir, provider=provider, settings=settings,
                      metadata=metadata, vocabulary=data.vocabulary_path,
                      stage=stage, source={"workdir": str(workdir), "gin_files": list(gin_files),

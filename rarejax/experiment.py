@@ -1,7 +1,7 @@
 """The experiment-level helpers every stage shares: knowledge, data, held-out cases, evaluation.
 
-What a stage (rarejax.stages, rarejax.rers.stage, rarejax.rl.stage) asks of the experiment it runs
-in, the same in every stage:
+What a stage (the pipeline_stage modules of data, train, evaluate and model, rarejax.rers.stage,
+rarejax.rl.stage) asks of the experiment it runs in, the same in every stage:
   experiment_knowledge  the knowledge base, with the honest protocol's publication exclusions (gin)
   experiment_data       (kb, prepared data, task names by role) of the workdir (gin: the DataSpec)
   held_out_cases        the first held-out simulated cases of a split (simulated_rows: all of them)

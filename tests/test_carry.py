@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from rarejax import carry, experiment, release, stages
+from rarejax import carry, experiment, release
+from rarejax.train import pipeline_stage as train_stages
 from rarejax import export as export_lib
 from rarejax.data import cached_batches, ranker_hints, soft_targets, token_cache
 from rarejax.model import transformer
@@ -41,7 +42,7 @@ def tiny_carry(data, kb, tmp_path_factory):
                                                  total_steps=3),
       loop_config=loop.LoopConfig(num_steps=3, loss="sft", log_every=1, checkpoint_every=2,
                                   async_checkpoints=False, loss_positions=64))
-  provider = token_cache.build_cache(stages.training_provider(names, settings.rates),
+  provider = token_cache.build_cache(train_stages.training_provider(names, settings.rates),
                                      prepared.data_dir)
   out = tmp_path_factory.mktemp("carry") / "gpu_carry"
   carry.write_carry(out, data_dir=prepared.data_dir, provider=provider, settings=settings,

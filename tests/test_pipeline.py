@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 from rarejax import main as main_lib
-from rarejax import stages
+from rarejax.train import pipeline_stage as train_stages
 from rarejax.train import writers
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
   # This run's workdir is given relative to the current directory.
   monkeypatch.chdir(tmp_path)
   killed = pathlib.Path("killed")
-  original = stages._batches_for
+  original = train_stages._batches_for
 
   def dying(*args, **kwargs):
     batches_from = original(*args, **kwargs)
@@ -64,10 +64,10 @@ def test_pipeline_runs_resumes_and_skips(tmp_path, monkeypatch, capsys):
           raise KeyboardInterrupt("simulated kill")
         yield batch
     return from_step
-  monkeypatch.setattr(stages, "_batches_for", dying)
+  monkeypatch.setattr(train_stages, "_batches_for", dying)
   with pytest.raises(KeyboardInterrupt):
     _run(killed)
-  monkeypatch.setattr(stages, "_batches_for", original)
+  monkeypatch.setattr(train_stages, "_batches_for", original)
   assert not (killed / "cpt" / "result.json").exists()
   assert _run(killed) == 0
   assert _losses(killed / "cpt")[-1] == cpt_losses[-1]

@@ -63,14 +63,15 @@ def peak_rss_gb() -> float:
 def experiment_sft(workdir: pathlib.Path, gin_files: list[str], bindings: list[str]) -> dict:
   """Parses the experiment's gin config, builds (or reuses) its data; the sft setup."""
   # TF side only
-  from rarejax import experiment, main, stages  # pylint: disable=g-import-not-at-top
+  from rarejax import experiment, main  # pylint: disable=g-import-not-at-top
+  from rarejax.train import pipeline_stage  # pylint: disable=g-import-not-at-top
   from rarejax.train import stage as train_stage  # pylint: disable=g-import-not-at-top
   import gin  # pylint: disable=g-import-not-at-top
   main.parse_config(gin_files, bindings)
   _, data, names = experiment.experiment_data(workdir)
   with gin.config_scope("sft"):
     settings = train_stage.stage_settings(data.vocabulary().vocab_size)
-  return {"data_dir": str(data.data_dir), "task": stages.training_provider(names, settings.rates),
+  return {"data_dir": str(data.data_dir), "task": pipeline_stage.training_provider(names, settings.rates),
           "length": settings.sequence_length, "batch_size": settings.batch_size,
           "loss_positions": settings.loop_config.loss_positions, "gin_files": gin_files,
           "bindings": bindings, "model_config": settings.model_config.to_dict()}

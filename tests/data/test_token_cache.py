@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from rarejax import stages
+from rarejax.train import pipeline_stage as train_stages
 from rarejax.data import batches, cached_batches, packing, tasks, token_cache
 
 import seqio  # pylint: disable=g-bad-import-order  (after rarejax.data hid the GPUs from TF)
@@ -91,7 +91,7 @@ def test_same_seed_same_batches_different_seed_different(data):
 
 def test_batches_from_a_step_continue_the_fresh_run(data):
   prepared, names = data
-  batches_from = stages._batches_for(names, prepared.data_dir,
+  batches_from = train_stages._batches_for(names, prepared.data_dir,
                                      {"knowledge_qa": 1.0, "diagnosis": 2.0}, 256, 2, seed=3)
   fresh = list(itertools.islice(batches_from(0), 7))
   resumed = list(itertools.islice(batches_from(4), 3))

@@ -1,15 +1,7 @@
-"""Tests for the stage wiring: honest-protocol exclusions from held-out phenopackets, HF import stage."""
-import pathlib
-
-import jax
-import numpy as np
+"""Tests for the experiment's knowledge: honest-protocol exclusions from held-out phenopackets and PMID files."""
 import pytest
 
-from rarejax import cases, experiment, pipeline, stages
-from rarejax import export as export_lib
-from rarejax.model import transformer
-from rarejax.model.config import ModelConfig
-from rarejax.train import stage as train_stage_lib
+from rarejax import cases, experiment
 
 
 def test_validation_publications_of_heldout_phenopackets_are_excluded(phenopacket_folder):
@@ -65,23 +57,3 @@ def test_exclude_pmids_files_give_clear_errors(tmp_path):
   bad.write_text("PMID:1\n# fine\nDOI:10.1/x\n")
   with pytest.raises(ValueError, match=r"bad.txt:3: 'DOI:10.1/x' is not a PubMed id"):
     experiment.experiment_knowledge(exclude_pmids_files=[str(bad)])
-
-
-def test_import_hf_stage_exports_params_the_training_stages_can_load(tmp_path):
-  transformers = pytest.importorskip("transformers")
-  torch = pytest.importorskip("torch")
-  config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
-                                    num_hidden_layers=2, num_attention_heads=4,
-                                    num_key_value_heads=2, max_position_embeddings=64)
-  torch.manual_seed(0)
-  transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
-  ctx = pipeline.StageContext("import_hf", tmp_path, tmp_path / "import_hf", {})
-  result = stages.import_hf_stage(ctx, checkpoint_dir=str(tmp_path / "hf"))
-  export = pathlib.Path(result["export"])
-  model_config = train_stage_lib.resolve_model_config(
-      ModelConfig(**result["model_config"]), 64)
-  params = export_lib.load_params(export, model_config)
-  assert transformer.count_params(params) == sum(p.numel() for p in
-                                                 transformers.LlamaForCausalLM(config).parameters())
-  embed = next(v for k, v in jax.tree_util.tree_leaves_with_path(params) if "embed" in str(k))
-  assert np.isfinite(np.asarray(embed)).all()
