@@ -69,6 +69,20 @@ def test_carry_holds_the_cache_in_uint16_and_streams_the_same_batches(tiny_carry
       carry.TOKENIZER_FILE
 
 
+def _carry_with(out, prepared, provider, kb, **arrays):
+  """A carry of the tiny data's sft mixture (default settings) with the given soft targets or
+  ranker hints settings."""
+  settings = train_stage_lib.StageSettings(
+      rates={"sft_mixture": 1.0}, sequence_length=256, batch_size=2,
+      model_config=preset("tiny_llama", vocab_size=prepared.vocabulary().vocab_size),
+      optimizer_config=optimizer.OptimizerConfig(), loop_config=loop.LoopConfig())
+  carry.write_carry(out, data_dir=prepared.data_dir, provider=provider, settings=settings,
+                    metadata=experiment.export_metadata(kb, prepared),
+                    vocabulary=prepared.vocabulary_path, stage="sft", source={},
+                    max_bytes=60 * 2**20, **arrays)
+  return out
+
+
 def test_soft_targets_travel_compact_and_stream_the_same_rows(tiny_carry, kb, tmp_path):
   """A stage with soft targets: the carry holds them (uint16 ids, float16 probabilities), its
   spec names the settings, and its batches carry the same soft rows as the source's."""
@@ -84,15 +98,7 @@ def test_soft_targets_travel_compact_and_stream_the_same_rows(tiny_carry, kb, tm
   np.save(written / "probs.npy", rng.dirichlet([1.0, 1.0], n).astype(np.float32))
   (written / soft_targets.META).write_text(json.dumps({"offset": 1}))
   try:
-    settings = train_stage_lib.StageSettings(
-        rates={"sft_mixture": 1.0}, sequence_length=256, batch_size=2,
-        model_config=preset("tiny_llama", vocab_size=prepared.vocabulary().vocab_size),
-        optimizer_config=optimizer.OptimizerConfig(), loop_config=loop.LoopConfig())
-    out = tmp_path / "carry"
-    carry.write_carry(out, data_dir=prepared.data_dir, provider=provider, settings=settings,
-                      metadata=experiment.export_metadata(kb, prepared),
-                      vocabulary=prepared.vocabulary_path, stage="sft", source={},
-                      max_bytes=60 * 2**20, soft=config)
+    out = _carry_with(tmp_path / "carry", prepared, provider, kb, soft=config)
     carried = soft_targets.folder_of(cached_batches.split_dir(out, task, "train"), config)
     assert np.load(carried / "ids.npy").dtype == np.uint16
     assert np.load(carried / "probs.npy").dtype == np.float16
@@ -122,15 +128,7 @@ def test_ranker_hints_travel_compact_and_stream_the_same_prompts(tiny_carry, kb,
   np.save(written / "ids.npy", ids)
   (written / ranker_hints.META).write_text(json.dumps({"prefix_tokens": [5, 6]}))
   try:
-    settings = train_stage_lib.StageSettings(
-        rates={"sft_mixture": 1.0}, sequence_length=256, batch_size=2,
-        model_config=preset("tiny_llama", vocab_size=prepared.vocabulary().vocab_size),
-        optimizer_config=optimizer.OptimizerConfig(), loop_config=loop.LoopConfig())
-    out = tmp_path / "carry"
-    carry.write_carry(out, data_dir=prepared.data_dir, provider=provider, settings=settings,
-                      metadata=experiment.export_metadata(kb, prepared),
-                      vocabulary=prepared.vocabulary_path, stage="sft", source={},
-                      max_bytes=60 * 2**20, hints=config)
+    out = _carry_with(tmp_path / "carry", prepared, provider, kb, hints=config)
     carried = ranker_hints.folder_of(cached_batches.split_dir(out, task, "train"), config)
     assert np.load(carried / "ids.npy").dtype == np.uint16
     assert json.loads((out / carry.SPEC_FILE).read_text())["ranker_hints"] == {"k": 2}

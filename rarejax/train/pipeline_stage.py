@@ -141,14 +141,21 @@ def experiment_soft_sources(kb: knowledge.KnowledgeBase, data,
   return SoftSources(kb, PhenotypeIndex(kb), data.vocabulary(), configs)
 
 
+def _diagnosis_tasks(data_dir: pathlib.Path, provider: str, sources: SoftSources,
+                     setting: str) -> list[str]:
+  """The diagnosis tasks the cached `provider` mixes; refuses a mixture without one, naming the
+  `train_batches` setting that asked for them."""
+  tasks = [t for t in cached_batches.read_rates(data_dir, provider) if t in sources.configs]
+  if not tasks:
+    raise ValueError(f"train_batches.{setting}: the stage's mixture {provider} has no "
+                     "diagnosis task to build them for")
+  return tasks
+
+
 def build_soft_targets(data_dir: pathlib.Path, provider: str,
                         config: soft_targets_lib.SoftTargets, sources: SoftSources) -> None:
   """Soft targets for every diagnosis task the cached `provider` mixes (others get none)."""
-  tasks = [t for t in cached_batches.read_rates(data_dir, provider) if t in sources.configs]
-  if not tasks:
-    raise ValueError(f"train_batches.soft_targets: the stage's mixture {provider} has no "
-                     "diagnosis task to give soft targets to")
-  for task in tasks:
+  for task in _diagnosis_tasks(data_dir, provider, sources, "soft_targets"):
     folder = cached_batches.split_dir(data_dir, task, "train")
     split = cached_batches.open_split(folder)
     builder = builders.builder_for(sources.configs[task], data_dir)
@@ -160,10 +167,7 @@ def build_soft_targets(data_dir: pathlib.Path, provider: str,
 def build_ranker_hints(data_dir: pathlib.Path, provider: str,
                        config: ranker_hints_lib.RankerHints, sources: SoftSources) -> None:
   """Ranker hints for every diagnosis task the cached `provider` mixes (others get none)."""
-  tasks = [t for t in cached_batches.read_rates(data_dir, provider) if t in sources.configs]
-  if not tasks:
-    raise ValueError(f"train_batches.ranker_hints: the stage's mixture {provider} has no "
-                     "diagnosis task to give hints to")
+  tasks = _diagnosis_tasks(data_dir, provider, sources, "ranker_hints")
   hints = ranker_hints_lib.HintRanker(sources.kb, sources.vocabulary, config)
   for task in tasks:
     folder = cached_batches.split_dir(data_dir, task, "train")
