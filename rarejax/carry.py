@@ -142,7 +142,7 @@ def prepare(workdir: str | os.PathLike, gin_files: Sequence[str], gin_bindings: 
   # TensorFlow and seqio come in with these; the train half never imports them.
   from rarejax import main as main_lib  # pylint: disable=import-outside-toplevel
   from rarejax import experiment, pipeline  # pylint: disable=import-outside-toplevel
-  from rarejax.train import pipeline_stage as train_stages  # pylint: disable=import-outside-toplevel
+  from rarejax.train import pipeline_stage as train_stages  # pylint: disable=g-import-not-at-top
   from rarejax.data import token_cache  # pylint: disable=import-outside-toplevel
   main_lib.parse_config(gin_files, gin_bindings)
   workdir = pathlib.Path(workdir).absolute()

@@ -71,7 +71,8 @@ def experiment_sft(workdir: pathlib.Path, gin_files: list[str], bindings: list[s
   _, data, names = experiment.experiment_data(workdir)
   with gin.config_scope("sft"):
     settings = train_stage.stage_settings(data.vocabulary().vocab_size)
-  return {"data_dir": str(data.data_dir), "task": pipeline_stage.training_provider(names, settings.rates),
+  return {"data_dir": str(data.data_dir),
+          "task": pipeline_stage.training_provider(names, settings.rates),
           "length": settings.sequence_length, "batch_size": settings.batch_size,
           "loss_positions": settings.loop_config.loss_positions, "gin_files": gin_files,
           "bindings": bindings, "model_config": settings.model_config.to_dict()}

@@ -112,13 +112,15 @@ class HintRanker:
   def __init__(self, kb: Any, vocabulary: Any, config: RankerHints):
     # Imported here: readers of the arrays (cached_batches, the accelerator carry) need neither
     # the recognizer, the rankers nor the model.
-    from rarejax.phenotypes import baselines  # pylint: disable=import-outside-toplevel
-    from rarejax.phenotypes import recognizers  # pylint: disable=import-outside-toplevel
-    from rarejax.phenotypes.phenotype_index import PhenotypeIndex  # pylint: disable=import-outside-toplevel
-    from rarejax.sample import first_entry  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from rarejax.phenotypes import baselines
+    from rarejax.phenotypes import recognizers
+    from rarejax.phenotypes import phenotype_index
+    from rarejax.sample import first_entry
+    # pylint: enable=import-outside-toplevel
     self.config = config
     self.recognizer = recognizers.make_recognizer("rarejax", kb)
-    self.index = PhenotypeIndex(kb)
+    self.index = phenotype_index.PhenotypeIndex(kb)
     self.ranker = baselines.ResnikRanker(self.index)
     piece_of = {name: token for token, name in first_entry.id_pieces(vocabulary).items()}
     self.columns = np.array([i for i, d in enumerate(self.index.disease_ids) if d in piece_of],

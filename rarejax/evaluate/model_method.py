@@ -7,13 +7,13 @@
 
 Prompts are the training prompts (format.build_prompt, differential task, asking for as many
 candidates as the training prompts did — metadata.json 'prompt_candidates', `top_k` when it
-records none —, in the instruction style the export's metadata.json records under 'prompt_instruction': 'full'
-when it records none, as older exports do); a note too long for the cache is cut at its end
-(flagged 'note_cut'). Answers come from the shared sampler (greedy by default, batched;
-generation.py, thinking budget included) and go through the shared grader's grounding
-(grader.ground_entries): entries are grounded to disease ids by written id, name or synonym,
-repeats collapse, and the first `top_k` distinct diseases are the candidates, scored 1/rank and
-labelled with the knowledge base's primary names.
+records none —, in the instruction style the export's metadata.json records under
+'prompt_instruction': 'full' when it records none, as older exports do); a note too long for
+the cache is cut at its end (flagged 'note_cut'). Answers come from the shared sampler (greedy
+by default, batched; generation.py, thinking budget included) and go through the shared
+grader's grounding (grader.ground_entries): entries are grounded to disease ids by written id,
+name or synonym, repeats collapse, and the first `top_k` distinct diseases are the candidates,
+scored 1/rank and labelled with the knowledge base's primary names.
 
 An export trained with ranker hints (metadata.json 'ranker_hints', rarejax.data.ranker_hints)
 gets them at inference too: each prompt ends with the knowledge's Resnik ranker's best diseases

@@ -14,8 +14,8 @@ Gin (scope = the stage name), e.g. for the quickstart:
 
 The teacher is the previous stage's export unless `teacher_export` names one. The result's
 'trajectories' entry is what a later training stage registers as the 'trajectories' task role
-(rarejax.train.pipeline_stage); this stage exports no params, so the stage after it starts from the export
-the teacher came from. Prompts are in the experiment's style (DataSpec.instruction), like the
+(rarejax.train.pipeline_stage); this stage exports no params, so the stage after it starts from
+the export the teacher came from. Prompts are in the experiment's style (DataSpec.instruction), like the
 SFT data they are trained next to.
 """
 from __future__ import annotations
