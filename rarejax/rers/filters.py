@@ -12,7 +12,10 @@
                       of the cited diseases are blanked first) is in the note, a less specific
                       form of a note finding, or annotated (present or absent, again allowing
                       less specific forms) for a disease the response cites: an answer entry or
-                      an identifier written in the reasoning
+                      an identifier written in the reasoning — except a finding the reflection
+                      turns named (or a less specific form of one): the feedback lists the gold
+                      disease's findings, so those are accepted from the note alone, and a
+                      reflected answer cannot assert the hint's findings about the patient
 
 Rejection-sampled responses (no reflection turn) pass no_hint_copy trivially; all other rules
 apply to every response alike, so RERS and plain rejection sampling keep by the same standard.
@@ -187,7 +190,7 @@ class TrajectoryFilter:
     """
     return Judgment((self._correct(grade), _well_formed(parsed), _no_feedback_phrase(response),
                      self._no_hint_copy(response, context.note, shown, names),
-                     self._findings_supported(parsed, grade, context)))
+                     self._findings_supported(parsed, grade, context, shown)))
 
   def _correct(self, grade: grader_lib.GradeResult) -> Verdict:
     rank = grade.gold_rank
@@ -204,7 +207,7 @@ class TrajectoryFilter:
                    (f": {'; '.join(copied[:_SHOWN])}" if copied else ""))
 
   def _findings_supported(self, parsed: format_lib.ParsedAnswer, grade: grader_lib.GradeResult,
-                          context: NoteContext) -> Verdict:
+                          context: NoteContext, shown: str) -> Verdict:
     cited = [e.id for e in grade.ranked if e.id is not None]
     cited += [i for i, _, _ in grounding.find_disease_ids(parsed.reasoning)]
     cited_names = [e.entry.name for e in grade.ranked] + reflection.disease_names(self.kb, cited)
@@ -212,11 +215,22 @@ class TrajectoryFilter:
     reasoning = parsed.reasoning if pattern is None else pattern.sub(" | ", parsed.reasoning)
     found = self.recognizer.recognize(reasoning)
     known = frozenset().union(*(self.known_findings(d) for d in dict.fromkeys(cited)))
+    hinted = self._hinted(shown)
     unsupported = [h for h in dict.fromkeys((*found.observed, *found.excluded))
-                   if h not in context.supported and h not in known]
+                   if h not in context.supported and (h not in known or h in hinted)]
+    from_hint = sum(h in hinted for h in unsupported)
     names = [self.kb.ontology.name(h) for h in unsupported[:_SHOWN]]
     return Verdict("findings_supported", len(unsupported) <= self.config.max_unsupported,
-                   f"{len(unsupported)} unsupported" + (f": {', '.join(names)}" if names else ""))
+                   f"{len(unsupported)} unsupported" +
+                   (f" ({from_hint} named by the feedback)" if from_hint else "") +
+                   (f": {', '.join(names)}" if names else ""))
+
+  def _hinted(self, shown: str) -> frozenset[str]:
+    """The findings the reflection turns name, with their less specific forms."""
+    if not shown:
+      return frozenset()
+    found = self.recognizer.recognize(shown)
+    return self._closure((*found.observed, *found.excluded))
 
 
 def _well_formed(parsed: format_lib.ParsedAnswer) -> Verdict:

@@ -196,7 +196,8 @@ TURN_PROSE = "Arguing against it: the absence of its most frequent findings"
 
 @pytest.mark.parametrize("response, failed", [
     (CORRECT, ()),
-    (CORRECT.replace("Sample", f"Marfan shows {TURN_FACTS}. Sample"), ()),
+    # the turn's facts, naming the gold disease's findings the note lacks: not from the note
+    (CORRECT.replace("Sample", f"Marfan shows {TURN_FACTS}. Sample"), ("findings_supported",)),
     (WRONG, ("correct",)),
     (CORRECT.replace("</answer>", ""), ("well_formed",)),
     (LEAKY, ("no_feedback_phrase",)),
@@ -233,7 +234,7 @@ def test_copied_runs_skip_names_ids_and_text_the_note_holds():
   assert filters.copied_runs(copied, shown, f"Note: {copied}.", 9, names) == []
 
 
-def test_unsupported_findings_are_allowed_when_annotated_for_a_cited_disease(kb, tools,
+def test_findings_annotated_for_a_cited_disease_pass_unless_the_feedback_named_them(kb, tools,
                                                                              marfan_cases):
   index, trajectory_filter = tools
   context = trajectory_filter.note_context(marfan_cases[0].note)
@@ -244,6 +245,14 @@ def test_unsupported_findings_are_allowed_when_annotated_for_a_cited_disease(kb,
                                      context)
   assert judgment.kept
   assert "HP:0001166" in context.supported and "HP:0000001" in context.supported  # + ancestors
+  # After a reflection turn that named dural ectasia, the same reasoning asserts the feedback's
+  # finding about the patient: accepted from the note alone.
+  turn = reflection.reflection_turn(kb, MARFAN, "Marfan syndrome", None, 1)
+  assert "dural ectasia" in turn
+  judgment = trajectory_filter.judge(response, parsed, grader.grade(parsed, [MARFAN], index),
+                                     context, turn)
+  verdict = next(v for v in judgment.verdicts if v.rule == "findings_supported")
+  assert not verdict.passed and "named by the feedback" in verdict.detail, verdict
 
 
 # ---- synthesis --------------------------------------------------------------------------------
