@@ -234,8 +234,8 @@ def test_copied_runs_skip_names_ids_and_text_the_note_holds():
   assert filters.copied_runs(copied, shown, f"Note: {copied}.", 9, names) == []
 
 
-def test_findings_annotated_for_a_cited_disease_pass_unless_the_feedback_named_them(kb, tools,
-                                                                             marfan_cases):
+def test_findings_annotated_for_a_cited_disease_pass_unless_the_feedback_named_them(
+    kb, tools, marfan_cases):
   index, trajectory_filter = tools
   context = trajectory_filter.note_context(marfan_cases[0].note)
   # Dural ectasia is not in the note but is annotated for Marfan syndrome, the cited disease.
