@@ -10,10 +10,12 @@ the curriculum measures every case's rank-aware pass rate at it (G samples), re-
 refresh_every steps, and moves to the next level early when the measured mean reaches
 advance_pass_rate (rl.curriculum).
 
-Resumable like the training loop: checkpoints every checkpoint_every steps hold the TrainState
-and, in their metadata, the curriculum's pass rates; rollouts and draws are seeded by (seed,
-step), so a resumed run repeats an uninterrupted one. SIGTERM saves and raises StagePreempted
-(run again to resume); a non-finite loss stops before saving. The end writes <folder>/export.
+The step runs in the training stages' loop (train.loop.StepLoop, this stage's _Run its Program):
+progress, metrics, evaluation, checkpoints, SIGTERM and the non-finite-loss guard are theirs.
+Checkpoints every checkpoint_every steps hold the TrainState and, in their metadata, the
+curriculum's pass rates; rollouts and draws are seeded by (seed, step), so a resumed run repeats
+an uninterrupted one. SIGTERM saves and raises StagePreempted (run again to resume); a
+non-finite loss stops before saving. The end writes <folder>/export.
 
 Metrics (<folder>/metrics.jsonl and TensorBoard), every log_every steps:
   rl/reward, rl/reward_<term>          means over every sample drawn in the step (rewards.TERMS;
@@ -37,14 +39,13 @@ import logging
 import math
 import pathlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gin
 import jax
 import numpy as np
 import seqio
-import tqdm
 
 from rarejax import experiment
 from rarejax import export as export_lib
@@ -64,7 +65,6 @@ from rarejax.train import loop as loop_lib
 from rarejax.train import optimizer, writers
 from rarejax.train import stage as train_stage_lib
 
-EvalFn = Callable[[Any, int], Mapping[str, float]]
 PROMPT_ROLES = {"differential": "prompts", "final": "prompts_final"}  # data.stage task roles
 
 
@@ -137,7 +137,7 @@ def _key(seed: int, *path: int) -> jax.Array:
 def run_rl(*, workdir: str | pathlib.Path, model_config: ModelConfig, init_params: Any,
            cases: Sequence[Case], tokenizer: generation.Tokenizer,
            reward_fn: rollout_lib.RewardFn, pad_id: int, settings: Settings = Settings(),
-           eval_fn: EvalFn | None = None, metadata: Mapping[str, Any] | None = None,
+           eval_fn: loop_lib.EvalFn | None = None, metadata: Mapping[str, Any] | None = None,
            progress: bool = True) -> dict[str, Any]:
   """Runs (or resumes) RL in `workdir` and exports the policy; returns the stage result.
 
@@ -170,11 +170,16 @@ def run_rl(*, workdir: str | pathlib.Path, model_config: ModelConfig, init_param
   checkpointer = checkpoint_lib.Checkpointer(workdir / "checkpoints",
                                              max_to_keep=config.keep_checkpoints,
                                              async_save=config.async_checkpoints)
+  called = time.perf_counter()
   with checkpointer, writers.MetricWriter(workdir) as writer, \
       loop_lib.preemption_notice() as preempted:
     run = _Run(model_config, init_params, cases, tokenizer, reward_fn, pad_id, settings,
-               checkpointer, writer, metadata, eval_fn, progress)
-    stopped = run.loop(preempted)
+               checkpointer, writer, metadata)
+    driver = loop_lib.StepLoop(
+        loop_lib.Schedule(config.num_steps, config.log_every, config.eval_every,
+                          config.checkpoint_every), checkpointer, writer, eval_fn,
+        progress=progress, called=called)
+    stopped = driver.run(run, preempted)
     params = jax.device_get(run.learner.params)
   if stopped != "completed":
     raise train_stage_lib.StagePreempted(
@@ -183,22 +188,24 @@ def run_rl(*, workdir: str | pathlib.Path, model_config: ModelConfig, init_param
   export = workdir / pipeline.EXPORT_DIR
   checkpoint_lib.export_params(export, params, metadata)
   return {"export": str(export), "steps": run.step, "stopped": stopped,
-          "train": run.last_metrics, "eval": run.eval_metrics,
+          "train": driver.last_metrics, "eval": driver.eval_metrics,
           "curriculum": run.curriculum.state_dict(), "model_config": model_config.to_dict(),
-          "summary": f"reward {run.last_metrics.get('rl/reward', math.nan):.3f}"
-                     + "".join(f", {k} {v:.3f}" for k, v in run.eval_metrics.items()
+          "summary": f"reward {driver.last_metrics.get('rl/reward', math.nan):.3f}"
+                     + "".join(f", {k} {v:.3f}" for k, v in driver.eval_metrics.items()
                                if k in ("top1", "top10"))}
 
 
 class _Run:
-  """One RL run's state and step logic (kept out of run_rl so each piece reads on its own)."""
+  """One RL run's state and step: the Program the shared step loop drives (train.loop.StepLoop:
+  progress, metrics, evaluation, checkpoints, SIGTERM, the non-finite-loss guard)."""
+  prefix = ""  # the metric names carry their own ('rl/', 'train/', 'curriculum/')
+  read_late = False  # host values already; a NaN update is caught before the next rollout
 
   def __init__(self, model_config, init_params, cases, tokenizer, reward_fn, pad_id,
-               settings: Settings, checkpointer, writer, metadata, eval_fn, progress):
+               settings: Settings, checkpointer, writer, metadata):
     config = self.config = settings.rl
     self.settings, self.cases, self.pad_id = settings, list(cases), pad_id
-    self.checkpointer, self.writer, self.metadata, self.eval_fn = (checkpointer, writer,
-                                                                   metadata, eval_fn)
+    self.checkpointer, self.writer, self.metadata = checkpointer, writer, metadata
     mesh = mesh_lib.make_mesh(*config.mesh_shape)
     self.learner = rollout_lib.Learner(
         model_config=model_config,  # the schedule is in RL steps: counted here in updates
@@ -217,41 +224,36 @@ class _Run:
     self.length = -(-(longest + new - 1) // config.length_multiple) * config.length_multiple
     self.curriculum = curriculum_lib.Curriculum(settings.curriculum, len(self.cases),
                                                 config.num_steps)
-    self.last_metrics: dict[str, float] = {}
-    self.eval_metrics: dict[str, float] = {}
     if checkpointer.all_steps():
       restored = self.learner.restore(checkpointer)
       self.curriculum.load_state_dict(restored["curriculum"])
       writer.rewind(self.step)
       logging.info("RL resumed at step %d from %s", self.step, checkpointer.directory)
-    self.bar = tqdm.tqdm(total=config.num_steps, initial=self.step, unit="step",
-                         dynamic_ncols=True, disable=not progress or jax.process_index() != 0)
 
   @property
   def step(self) -> int:
     """RL steps completed."""
     return self.learner.step // self.learner.updates_per_step
 
-  def loop(self, preempted: Callable[[int], bool]) -> str:
-    """Runs the remaining steps; returns 'completed' or 'preempted' (SIGTERM, saved)."""
-    while self.step < self.config.num_steps:
-      step = self.step
-      self.measure_when_due(step)
-      metrics = self.train_step(step)
-      self.record(step + 1, metrics)
-      done = step + 1 == self.config.num_steps
-      stop = preempted(step + 1)
-      if self.config.eval_every and (step + 1) % self.config.eval_every == 0 and not done:
-        self.evaluate(step + 1)
-      if (step + 1) % self.config.checkpoint_every == 0 or stop or done:
-        self.save()
-      if stop:
-        logging.warning("SIGTERM: RL checkpoint saved at step %d; stopping.", step + 1)
-        self.finish()
-        return "preempted"
-    self.evaluate(self.step)
-    self.finish()
-    return "completed"
+  def run_step(self) -> dict[str, float]:
+    """Measures the curriculum when due, then one RL step: its metrics."""
+    step = self.step
+    self.measure_when_due(step)
+    return self.train_step(step)
+
+  def prepare_next(self) -> None:
+    """Nothing: a step's rollout needs the update before it."""
+
+  def params(self) -> Any:
+    return self.learner.params
+
+  def loss(self, metrics: Mapping[str, float]) -> float | None:
+    """The update's loss; none when dynamic sampling kept no group (nothing was updated)."""
+    return metrics["train/loss"] if metrics.get("train/updated") else None
+
+  def postfix(self, metrics: Mapping[str, float]) -> dict[str, str]:
+    return {"reward": f"{metrics['rl/reward']:.3f}", "kept": f"{metrics['rl/kept_groups']:.0f}",
+            "s_step": f"{metrics['rl/seconds_per_step']:.1f}"}
 
   def prompts(self, draws: Sequence[curriculum_lib.Draw]) -> list[rollout_lib.Prompt]:
     return [rollout_lib.Prompt(ids=self.cases[d.case].prompt_ids[d.task],
@@ -308,12 +310,6 @@ class _Run:
                                       length=self.length, pad_id=self.pad_id,
                                       temperature=self.settings.rollout.temperature)
     train = self.learner.update(batch, np.random.default_rng([self.config.seed, step, 2]))
-    if train.get("updated") and not math.isfinite(train["loss"]):
-      saved = self.checkpointer.all_steps()
-      raise loop_lib.NonFiniteLossError(
-          f"loss is {train['loss']} at RL step {step + 1}; stopped without saving. Last good "
-          f"checkpoint: {f'update {saved[-1]}' if saved else 'none'} in "
-          f"{self.checkpointer.directory}. Lower the learning rate.")
     end = time.perf_counter()
     metrics = self._rollout_metrics(step, filled)
     metrics.update({f"train/{k}": v for k, v in train.items()})
@@ -361,32 +357,11 @@ class _Run:
     metrics["curriculum/tier"] = float(tier)
     return metrics
 
-  def record(self, step: int, metrics: dict[str, float]) -> None:
-    self.last_metrics = metrics
-    self.bar.update(step - self.bar.n)
-    self.bar.set_postfix(reward=f"{metrics['rl/reward']:.3f}",
-                         kept=f"{metrics['rl/kept_groups']:.0f}",
-                         s_step=f"{metrics['rl/seconds_per_step']:.1f}", refresh=False)
-    if step % self.config.log_every == 0 or step == self.config.num_steps:
-      self.writer.write(step, metrics)
-
-  def evaluate(self, step: int) -> None:
-    if self.eval_fn is None:
-      return
-    self.eval_metrics = {k: float(v) for k, v in self.eval_fn(self.learner.params, step).items()}
-    self.writer.write(step, {f"eval/{k}": v for k, v in self.eval_metrics.items()})
-    logging.info("RL eval at step %d: %s", step, self.eval_metrics)
-
   def save(self) -> None:
     if self.learner.step not in self.checkpointer.all_steps():
       self.checkpointer.save(self.learner.state,
                              {**self.metadata, "curriculum": self.curriculum.state_dict()},
                              force=True)
-
-  def finish(self) -> None:
-    self.save()
-    self.checkpointer.wait()
-    self.bar.close()
 
 
 def load_cases(names: Mapping[str, str], vocabulary: generation.Tokenizer,

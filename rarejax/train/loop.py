@@ -17,6 +17,10 @@
 * Multi-host: every process runs `train` with the same arguments; `batches_from` yields that
   process's rows of each global batch (process_count x its rows); only process 0 writes metrics.
 * Metrics are read back one step late, so the host never waits on the step it just launched.
+
+The bookkeeping is StepLoop's, which drives any Program (a stage's state and step): `train`
+runs the compiled supervised step in it (lm, sft); the RL stage runs its rollout and learner in
+the same loop (rarejax.rl.stage), with the same progress, metrics, checkpoints and guards.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import pathlib
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import gin
 import jax
@@ -172,109 +176,197 @@ def train(*, model_config: ModelConfig, optimizer_config: optimizer.OptimizerCon
     step_fn = step_lib.make_train_step(
         model_config, tx, losses.get_loss(loop_config.loss), loop_config.num_microbatches,
         optimizer.learning_rate_schedule(optimizer_config), loop_config.loss_positions)
-    run = _Run(loop_config, checkpointer, writer, metadata, eval_fn, start, progress, called)
-    if start >= loop_config.num_steps:
-      return run.finish(state, "completed")
-    first = next(batches)
-    compiled = step_lib.compile_train_step(
-        step_fn, shardings, checkpoint_lib.abstract_with_shardings(
-            state_lib.abstract_train_state(model_config, tx), shardings),
-        _global_abstract_batch(first), mesh)
-    writer.write(start, {f"compile/{k}": v for k, v in compiled.stats.items()})
-    return run.loop(state, compiled, first, batches, preempted)
+    schedule = Schedule(loop_config.num_steps, loop_config.log_every, loop_config.eval_every,
+                        loop_config.checkpoint_every, loop_config.max_seconds)
+    driver = StepLoop(schedule, checkpointer, writer, eval_fn, progress=progress, called=called)
+    compiled, first = None, None
+    if start < loop_config.num_steps:
+      first = next(batches)
+      compiled = step_lib.compile_train_step(
+          step_fn, shardings, checkpoint_lib.abstract_with_shardings(
+              state_lib.abstract_train_state(model_config, tx), shardings),
+          _global_abstract_batch(first), mesh)
+      writer.write(start, {f"compile/{k}": v for k, v in compiled.stats.items()})
+    program = _SupervisedProgram(state, compiled, first, batches, checkpointer, metadata)
+    stopped = driver.run(program, preempted)
+    return TrainResult(state=program.state, step=program.step, stopped=stopped,
+                       last_metrics=driver.last_metrics, eval_metrics=driver.eval_metrics,
+                       start_step=start, loop_seconds=driver.loop_seconds)
 
 
-class _Run:
-  """The step loop and its bookkeeping (kept out of `train` so each piece reads on its own)."""
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """When the step loop records, evaluates, checkpoints and stops (a stage's loop settings)."""
+  num_steps: int
+  log_every: int
+  eval_every: int  # 0: only at the end
+  checkpoint_every: int
+  max_seconds: float = 0.0  # > 0: stop (saved) at the first step ending this long after `called`
 
-  def __init__(self, config: LoopConfig, checkpointer, writer, metadata, eval_fn, start, progress,
-               called: float):
-    self.config, self.checkpointer, self.writer = config, checkpointer, writer
-    self.start_step, self.loop_started = start, time.perf_counter()
-    self.deadline = called + config.max_seconds if config.max_seconds > 0 else math.inf
-    self.metadata, self.eval_fn = dict(metadata), eval_fn
+
+class Program(Protocol):
+  """One stage's state and step, driven by StepLoop: SFT's compiled step (_SupervisedProgram),
+  RL's rollout and learner (rarejax.rl.stage)."""
+  prefix: str  # written before each metric name ('train/'; '' when the names carry their own)
+  read_late: bool  # read a step's metrics after the next step is launched (device values)
+
+  @property
+  def step(self) -> int:
+    """Steps completed."""
+
+  def run_step(self) -> Mapping[str, Any]:
+    """Runs one step; its metrics (device values allowed: they are read one step late)."""
+
+  def prepare_next(self) -> None:
+    """Readies the next step while the device may still run this one (after its bookkeeping)."""
+
+  def params(self) -> Any:
+    """The parameters an evaluation reads."""
+
+  def save(self) -> None:
+    """Checkpoints the current step."""
+
+  def loss(self, metrics: Mapping[str, float]) -> float | None:
+    """The loss the non-finite guard checks in a step's metrics (None: nothing to check)."""
+
+  def postfix(self, metrics: Mapping[str, float]) -> dict[str, str]:
+    """What the progress line shows of a step's metrics."""
+
+
+class StepLoop:
+  """The loop every training stage runs its Program in: progress line with ETA, metrics written
+  every `log_every` steps (read back one step late), evaluation, checkpoints, SIGTERM and the
+  time limit, and the non-finite-loss guard (nothing saved for a bad step)."""
+
+  def __init__(self, schedule: Schedule, checkpointer, writer, eval_fn: EvalFn | None, *,
+               progress: bool, called: float):
+    self.schedule, self.checkpointer, self.writer, self.eval_fn = (schedule, checkpointer,
+                                                                   writer, eval_fn)
+    self.progress = progress
+    self.deadline = called + schedule.max_seconds if schedule.max_seconds > 0 else math.inf
     self.last_good = checkpointer.all_steps()[-1] if checkpointer.all_steps() else None
     self.last_metrics: dict[str, float] = {}
     self.eval_metrics: dict[str, float] = {}
     self.eval_step: int | None = None
-    self.bar = tqdm.tqdm(total=config.num_steps, initial=start, unit="step", dynamic_ncols=True,
-                         disable=not progress or jax.process_index() != 0, mininterval=2)
+    self.loop_seconds = 0.0
     self.tokens, self.clock = 0.0, time.perf_counter()
+    self.bar = None
 
-  def loop(self, state, compiled, first, batches, preempted) -> TrainResult:
-    pending, batch = None, first
-    step = int(jax.device_get(state.step))
-    self.loop_started = time.perf_counter()
-    while step < self.config.num_steps:
-      state, metrics = compiled(state, batch)
+  def run(self, program: Program, preempted: Callable[[int], bool]) -> str:
+    """Runs the program's remaining steps; returns 'completed', 'preempted' or 'time_limit'
+    (checkpoint saved at the step it stopped)."""
+    schedule = self.schedule
+    step = program.step
+    self.bar = tqdm.tqdm(total=schedule.num_steps, initial=step, unit="step", dynamic_ncols=True,
+                         disable=not self.progress or jax.process_index() != 0, mininterval=2)
+    started, pending, stopped = time.perf_counter(), None, "completed"
+    while step < schedule.num_steps:
+      metrics = program.run_step()
       if pending is not None:
-        self._record(*pending)
-      pending = (step + 1, metrics)
+        self._record(program, *pending)
       step += 1
-      out_of_time = time.perf_counter() >= self.deadline and step < self.config.num_steps
+      pending = (step, metrics)
+      if not program.read_late:
+        self._record(program, *pending)
+        pending = None
+      out_of_time = time.perf_counter() >= self.deadline and step < schedule.num_steps
       stop = preempted(step) or out_of_time
-      must_save = step % self.config.checkpoint_every == 0 or stop
-      must_eval = self.config.eval_every and step % self.config.eval_every == 0
-      if must_save or must_eval or step == self.config.num_steps:
-        self._record(*pending)  # the state about to be saved/evaluated must be finite
+      must_save = step % schedule.checkpoint_every == 0 or stop
+      must_eval = schedule.eval_every and step % schedule.eval_every == 0
+      if pending is not None and (must_save or must_eval or step == schedule.num_steps):
+        self._record(program, *pending)  # the state about to be saved/evaluated must be finite
         pending = None
       if must_eval:
-        self._evaluate(state, step)
+        self._evaluate(program, step)
       if must_save:
-        self._save(state)
+        self._save(program)
       if out_of_time:
         logging.warning("LoopConfig.max_seconds = %s reached: checkpoint saved at step %d; "
-                        "stopping.", self.config.max_seconds, step)
-        return self.finish(state, "time_limit", save=False)
+                        "stopping.", schedule.max_seconds, step)
+        stopped = "time_limit"
+        break
       if stop:
         logging.warning("preempted (SIGTERM): checkpoint saved at step %d; stopping.", step)
-        return self.finish(state, "preempted", save=False)
-      if step < self.config.num_steps:
-        batch = next(batches)
+        stopped = "preempted"
+        break
+      if step < schedule.num_steps:
+        program.prepare_next()
     if pending is not None:
-      self._record(*pending)
-    return self.finish(state, "completed")
+      self._record(program, *pending)
+    self.loop_seconds = time.perf_counter() - started
+    if stopped == "completed":
+      if program.step not in self.checkpointer.all_steps():
+        self._save(program)
+      if self.eval_step != program.step:
+        self._evaluate(program, program.step)
+    self.checkpointer.wait()
+    self.bar.close()
+    return stopped
 
-  def _record(self, step: int, metrics: Mapping[str, Any]) -> None:
+  def _record(self, program: Program, step: int, metrics: Mapping[str, Any]) -> None:
     values = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
-    if not math.isfinite(values["loss"]):
+    loss = program.loss(values)
+    if loss is not None and not math.isfinite(loss):
       where = (f"step {self.last_good} in {self.checkpointer.directory}" if self.last_good
                is not None else "none (no checkpoint was written yet)")
-      raise NonFiniteLossError(f"loss is {values['loss']} at step {step}; stopped without "
-                               f"saving. Last good checkpoint: {where}. Lower the learning "
-                               "rate or check the data of that step.")
+      raise NonFiniteLossError(f"loss is {loss} at step {step}; stopped without saving. Last "
+                               f"good checkpoint: {where}. Lower the learning rate or check the "
+                               "data of that step.")
     self.tokens += values.get("tokens", 0.0)
     self.last_metrics = values
     self.bar.update(step - self.bar.n)
-    if step % self.config.log_every == 0 or step == self.config.num_steps:
-      elapsed = time.perf_counter() - self.clock
-      values["tokens_per_second"] = self.tokens / max(elapsed, 1e-9)
-      self.tokens, self.clock = 0.0, time.perf_counter()
-      self.writer.write(step, {f"train/{k}": v for k, v in values.items()})
-      self.bar.set_postfix(loss=f"{values['loss']:.4f}",
-                           tok_s=f"{values['tokens_per_second']:.0f}", refresh=False)
+    if step % self.schedule.log_every == 0 or step == self.schedule.num_steps:
+      if "tokens" in values:
+        elapsed = time.perf_counter() - self.clock
+        values["tokens_per_second"] = self.tokens / max(elapsed, 1e-9)
+        self.tokens, self.clock = 0.0, time.perf_counter()
+      self.writer.write(step, {f"{program.prefix}{k}": v for k, v in values.items()})
+      self.bar.set_postfix(program.postfix(values), refresh=False)
 
-  def _evaluate(self, state, step: int) -> None:
+  def _evaluate(self, program: Program, step: int) -> None:
     if self.eval_fn is None:
       return
-    self.eval_metrics = {k: float(v) for k, v in self.eval_fn(state.params, step).items()}
+    self.eval_metrics = {k: float(v) for k, v in self.eval_fn(program.params(), step).items()}
     self.eval_step = step
     self.writer.write(step, {f"eval/{k}": v for k, v in self.eval_metrics.items()})
     logging.info("eval at step %d: %s", step, self.eval_metrics)
 
-  def _save(self, state) -> None:
-    self.checkpointer.save(state, self.metadata, force=True)
-    self.last_good = int(jax.device_get(state.step))
+  def _save(self, program: Program) -> None:
+    program.save()
+    self.last_good = program.step
 
-  def finish(self, state, stopped: str, save: bool = True) -> TrainResult:
-    step = int(jax.device_get(state.step))
-    loop_seconds = time.perf_counter() - self.loop_started
-    if save and step not in self.checkpointer.all_steps():
-      self._save(state)
-    if stopped == "completed" and self.eval_step != step:
-      self._evaluate(state, step)
-    self.checkpointer.wait()
-    self.bar.close()
-    return TrainResult(state=state, step=step, stopped=stopped, last_metrics=self.last_metrics,
-                       eval_metrics=self.eval_metrics, start_step=self.start_step,
-                       loop_seconds=loop_seconds)
+
+class _SupervisedProgram:
+  """The compiled step over a stream of batches (the loss is the step's: lm, sft)."""
+  prefix = "train/"
+  read_late = True  # the host never waits on the step it just launched
+
+  def __init__(self, state, compiled, first: Batch, batches: Iterator[Batch], checkpointer,
+               metadata: Mapping[str, Any]):
+    self.state, self.compiled, self.batch, self.batches = state, compiled, first, batches
+    self.checkpointer, self.metadata = checkpointer, dict(metadata)
+    self._step = int(jax.device_get(state.step))
+
+  @property
+  def step(self) -> int:
+    return self._step
+
+  def run_step(self) -> Mapping[str, Any]:
+    self.state, metrics = self.compiled(self.state, self.batch)
+    self._step += 1
+    return metrics
+
+  def prepare_next(self) -> None:
+    self.batch = next(self.batches)  # packed on the host while the device runs the step
+
+  def params(self) -> Any:
+    return self.state.params
+
+  def save(self) -> None:
+    self.checkpointer.save(self.state, self.metadata, force=True)
+
+  def loss(self, metrics: Mapping[str, float]) -> float:
+    return metrics["loss"]
+
+  def postfix(self, metrics: Mapping[str, float]) -> dict[str, str]:
+    return {"loss": f"{metrics['loss']:.4f}", "tok_s": f"{metrics['tokens_per_second']:.0f}"}

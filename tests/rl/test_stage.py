@@ -20,6 +20,7 @@ from rarejax.rl import curriculum as curriculum_lib
 from rarejax.rl import rewards as rewards_lib
 from rarejax.rl import rollout as rollout_lib
 from rarejax.rl import stage as stage_lib
+from rarejax.train import loop as loop_lib
 from rarejax.train import optimizer, writers
 from rarejax.train import stage as train_stage_lib
 from tests.paths import GIN_CONFIGS
@@ -103,6 +104,18 @@ def test_rl_stage_keeps_groups_by_accuracy_and_shaping_keeps_its_sign(tmp_path, 
           np.sign(advantages).tolist()) == (0.5, 2, [1, -1, 1, -1])
   assert {"train/clip_fraction_low", "train/clip_fraction_high"} <= set(step)
   assert step["train/ratio_mean"] != 1.0                         # the second minibatch is off-policy
+
+
+def test_rl_stage_stops_on_a_non_finite_loss_without_saving(tmp_path, monkeypatch):
+  """The shared loop's guard (train.loop.StepLoop) holds for RL: the update's loss turns NaN at
+  the first step, the run stops there, and no checkpoint holds the bad parameters."""
+  update = rollout_lib.Learner.update
+  monkeypatch.setattr(rollout_lib.Learner, "update",
+                      lambda self, *a, **k: {**update(self, *a, **k), "loss": float("nan")})
+  with pytest.raises(loop_lib.NonFiniteLossError, match="loss is nan at step 1.*Last good "
+                     "checkpoint: none"):
+    _run(tmp_path, 2, reward_fn=_shaped_rewards)  # keeps a group: the step updates
+  assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
 
 
 def _differential_passed(texts, responses, golds, tasks):
