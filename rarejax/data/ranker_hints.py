@@ -116,19 +116,15 @@ class HintRanker:
     from rarejax.phenotypes import baselines
     from rarejax.phenotypes import recognizers
     from rarejax.phenotypes import phenotype_index
-    from rarejax.sample import first_entry
     # pylint: enable=import-outside-toplevel
     self.config = config
     self.recognizer = recognizers.make_recognizer("rarejax", kb)
     self.index = phenotype_index.PhenotypeIndex(kb)
     self.ranker = baselines.ResnikRanker(self.index)
-    piece_of = {name: token for token, name in first_entry.id_pieces(vocabulary).items()}
-    self.columns = np.array([i for i, d in enumerate(self.index.disease_ids) if d in piece_of],
-                            np.int64)
+    _, self.columns, self.pieces = soft_targets.indexed_id_pieces(self.index, vocabulary)
     if not len(self.columns):
       raise ValueError("ranker hints: no annotated disease of the knowledge has an id piece in "
                        "the vocabulary (hints need DataSpec.id_pieces = True)")
-    self.pieces = np.array([piece_of[self.index.disease_ids[i]] for i in self.columns], np.int32)
     self.prefix = np.array(vocabulary.encode(PREFIX), np.int32)
 
   def ids(self, note: str) -> np.ndarray:

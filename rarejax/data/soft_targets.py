@@ -112,6 +112,17 @@ def best_k(scores: np.ndarray, k: int) -> np.ndarray:
   return best[np.lexsort((best, -scores[best]))]
 
 
+def indexed_id_pieces(index: Any, vocabulary: Any) -> tuple[dict[str, int], np.ndarray,
+                                                             np.ndarray]:
+  """({disease id: its piece token} over the vocabulary, the index columns of the diseases that
+  have a piece, those pieces' tokens aligned with the columns): what a Resnik row over the index
+  is read through to name id pieces (the teacher here, ranker hints)."""
+  from rarejax.sample import first_entry  # pylint: disable=import-outside-toplevel  (see build)
+  piece_of = {name: token for token, name in first_entry.id_pieces(vocabulary).items()}
+  columns = np.array([i for i, d in enumerate(index.disease_ids) if d in piece_of], np.int64)
+  return piece_of, columns, np.array([piece_of[index.disease_ids[i]] for i in columns], np.int32)
+
+
 def teacher_rows(scores: np.ndarray, tokens: np.ndarray, config: SoftTargets,
                  ) -> tuple[np.ndarray, np.ndarray]:
   """(ids [K], probs [K]) of one example: the K best-scored diseases' tokens (score ties broken
@@ -146,9 +157,7 @@ def build(split_folder: str | os.PathLike, examples: Iterable[Mapping[str, Any]]
   # rankers nor the model.
   from rarejax.phenotypes import baselines  # pylint: disable=import-outside-toplevel
   from rarejax.sample import first_entry  # pylint: disable=import-outside-toplevel
-  piece_of = {name: token for token, name in first_entry.id_pieces(vocabulary).items()}
-  columns = np.array([i for i, d in enumerate(index.disease_ids) if d in piece_of], np.int64)
-  tokens = np.array([piece_of[index.disease_ids[i]] for i in columns], np.int32)
+  piece_of, columns, tokens = indexed_id_pieces(index, vocabulary)
   offset = len(first_entry.id_answer_prefix(vocabulary))
   ranker = baselines.ResnikRanker(index)
   targets, offsets = cached_targets
